@@ -1,0 +1,1 @@
+"""reprlab: visual representation learning experiments on Ray."""

@@ -1,0 +1,1 @@
+"""Dataset storage: Parquet image shards with a checksummed manifest, and the embedded catalog."""

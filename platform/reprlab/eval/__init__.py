@@ -1,0 +1,1 @@
+"""Evaluation of frozen representations: linear probe and kNN."""

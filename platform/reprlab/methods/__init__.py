@@ -1,0 +1,18 @@
+"""Training objectives, registered by name; the train loop looks them up here."""
+
+from __future__ import annotations
+
+from reprlab.methods.base import Method, MethodArgs
+from reprlab.methods.simclr import SimCLR
+
+METHODS: dict[str, type[Method]] = {"simclr": SimCLR}
+
+
+def method_class(name: str) -> type[Method]:
+    """The registered Method class called `name`."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method '{name}'; allowed: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+__all__ = ["METHODS", "Method", "MethodArgs", "method_class"]

@@ -1,0 +1,45 @@
+"""The method contract: one nn.Module per objective that owns its networks and its loss."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+
+class MethodArgs(BaseModel):
+    """A method's own `method_args`; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Method(nn.Module):
+    """An objective the generic train loop can run without knowing which one it is.
+
+    forward(batch) is the training step, so DDP's wrapper sees it; `on_step_end` is the hook for
+    momentum/EMA updates and schedules; `embed` gives frozen features for evaluation."""
+
+    Args: ClassVar[type[MethodArgs]] = MethodArgs
+    view_keys: ClassVar[tuple[str, ...]] = ("view1", "view2")
+
+    def __init__(self, backbone: nn.Module, args: MethodArgs) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.args = args
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.training_step(batch)
+
+    def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Return dict(loss=scalar tensor, **scalar metrics) for one batch."""
+        raise NotImplementedError
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """Called after every optimiser step (global step count, total planned steps)."""
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Frozen representation of float [B,C,H,W] images in [0, 1]."""
+        return self.backbone(images)

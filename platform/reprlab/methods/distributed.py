@@ -1,0 +1,23 @@
+"""Cross-worker collectives used by global-batch losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+
+
+def world_info() -> tuple[int, int]:
+    """(rank, world_size) of the default process group, (0, 1) when not distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` from every worker along dim 0, in rank order. Gradients flow back to each
+    worker's own slice (summed over the workers that used it), so a loss over the global batch
+    trains every worker's encoder."""
+    if world_info()[1] == 1:
+        return x
+    return torch.cat(dist_fn.all_gather(x), dim=0)
