@@ -10,10 +10,14 @@ from torch import nn
 
 
 class Conv4(nn.Module):
-    """Four conv3x3-BN-ReLU-maxpool blocks and a global average pool: the standard few-shot
-    backbone (Vinyals et al. 2016, Snell et al. 2017), small enough to train on CPU."""
+    """Four conv3x3-BN-ReLU-maxpool blocks, flattened: the standard few-shot backbone
+    (Vinyals et al. 2016, Snell et al. 2017), small enough to train on CPU.
 
-    def __init__(self, in_chans: int = 3, width: int = 64, depth: int = 4) -> None:
+    Pooling rounds up (28 -> 14 -> 7 -> 4 -> 2) so no border row is dropped, and the last map
+    is pooled to `grid` x `grid` before flattening, so the feature size (width * grid^2) does
+    not depend on the input size."""
+
+    def __init__(self, in_chans: int = 3, width: int = 64, depth: int = 4, grid: int = 2) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
         channels = in_chans
@@ -22,14 +26,14 @@ class Conv4(nn.Module):
                 nn.Conv2d(channels, width, kernel_size=3, padding=1, bias=False),
                 nn.BatchNorm2d(width),
                 nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
+                nn.MaxPool2d(2, ceil_mode=True),
             ]
             channels = width
-        self.features = nn.Sequential(*blocks)
-        self.num_features = width
+        self.features = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(grid), nn.Flatten())
+        self.num_features = width * grid * grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).mean(dim=(2, 3))
+        return self.features(x)
 
 
 def small_stem_resnet(name: str, in_chans: int) -> nn.Module:

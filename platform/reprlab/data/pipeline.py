@@ -1,0 +1,106 @@
+"""The Ray Data pipeline: Parquet shards -> decode -> two batched augmented views -> trainers.
+
+Shards hold decoded uint8 pixels and views travel as uint8, so a task's work is one
+`frombuffer` plus a few batched tensor ops per thousand images, and the object store moves a
+quarter of the bytes float32 views would need. The float conversion happens on the trainer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+from ray.data import ExecutionOptions, ExecutionResources
+
+from reprlab.data.augment import POLICIES, SimCLRAugment, two_views
+from reprlab.data.shards import decode_images, load_manifest, shard_paths
+
+
+@ray.remote(num_cpus=0)
+class RowCounter:
+    """A named counter that Ray Data tasks bump when they skip rows (corrupt images)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add(self, count: int) -> None:
+        self.total += count
+
+    def value(self) -> int:
+        return self.total
+
+
+def bad_row_counter(name: str) -> ray.actor.ActorHandle:
+    """The run's bad-row counter, created on first use; every process finds it by name."""
+    return RowCounter.options(name=name, get_if_exists=True, lifetime="detached").remote()
+
+
+def augment_views(
+    batch: dict[str, np.ndarray],
+    *,
+    shape: tuple[int, int, int],
+    policy: SimCLRAugment,
+    counter_name: str | None = None,
+) -> dict[str, np.ndarray]:
+    """One Ray Data batch of shard rows -> `view1`, `view2` (uint8 [B,C,S,S]) and `label`.
+
+    Rows whose image cannot be decoded are dropped and counted; rows are shuffled within the
+    batch so training batches mix differently every epoch. Randomness is fresh per call:
+    every epoch sees new views."""
+    torch.set_num_threads(1)
+    images, ok = decode_images(batch["image"], shape)
+    skipped = int(len(ok) - ok.sum())
+    if skipped and counter_name:
+        bad_row_counter(counter_name).add.remote(skipped)
+    gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+    order = torch.randperm(images.shape[0], generator=gen)
+    view1, view2 = two_views(torch.from_numpy(images)[order], policy, gen)
+    labels = np.asarray(batch["label"])[ok][order.numpy()]
+    return {"view1": view1.numpy(), "view2": view2.numpy(), "label": labels}
+
+
+def build_policy(augment: dict, image_size: int) -> SimCLRAugment:
+    """The view policy named in a job's `data.augment` section."""
+    params = dict(augment)
+    policy = POLICIES[params.pop("policy")]
+    return policy(size=image_size, **params)
+
+
+def view_dataset(
+    dataset_dir: Path,
+    split: str,
+    policy: SimCLRAugment,
+    *,
+    map_batch_size: int = 1024,
+    counter_name: str | None = None,
+    cache: bool = True,
+) -> ray.data.Dataset:
+    """A Ray Data dataset of augmented view pairs for one split of an ingested set; every
+    iteration (epoch) draws new views.
+
+    With `cache`, the shard rows are read once into the object store and each epoch only
+    re-runs the augmentation: re-reading Parquet costs a second or more of task start-up per
+    epoch, 8x the augmentation itself on mnist5k (benchmarks/data_pipeline.py). Without it,
+    rows stream from Parquet every epoch, for splits larger than the object store."""
+    manifest = load_manifest(dataset_dir)
+    shape = tuple(manifest["image_shape"])
+    rows = ray.data.read_parquet(
+        shard_paths(dataset_dir, split), columns=["image", "label"], shuffle="files"
+    )
+    if cache:
+        rows = rows.materialize()
+    return rows.map_batches(
+        augment_views,
+        batch_size=map_batch_size,
+        batch_format="numpy",
+        fn_kwargs={"shape": shape, "policy": policy, "counter_name": counter_name},
+    )
+
+
+def ingest_options(data_cpus: float) -> ExecutionOptions:
+    """Ray Data limits for training ingest: the pipeline gets `data_cpus` beside what the Train
+    workers reserve, so readers, augmenters and trainers never wait on each other for CPUs."""
+    return ExecutionOptions(resource_limits=ExecutionResources(cpu=data_cpus))

@@ -1,0 +1,52 @@
+"""Frozen-encoder features of an ingested split, and the evaluation table of a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reprlab.config import JobConfig
+from reprlab.data.augment import to_float_nchw
+from reprlab.data.shards import read_split
+from reprlab.eval.knn import knn_accuracy
+from reprlab.eval.linear_probe import linear_probe_accuracy
+from reprlab.methods import Method
+
+
+@torch.no_grad()
+def extract_features(
+    method: Method, images: np.ndarray, image_size: int, batch_size: int = 512
+) -> np.ndarray:
+    """`method.embed` of uint8 [N,H,W,C] images (resized to image_size when they differ), in
+    eval mode, as float32 [N, D]."""
+    method.eval()
+    device = next(method.parameters()).device
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        x = to_float_nchw(torch.from_numpy(images[start : start + batch_size])).to(device)
+        if x.shape[-1] != image_size or x.shape[-2] != image_size:
+            x = F.interpolate(x, size=image_size, mode="bilinear", antialias=True)
+        chunks.append(method.embed(x).float().cpu())
+    return torch.cat(chunks).numpy()
+
+
+def evaluate_encoder(method: Method, dataset_dir: Path, job: JobConfig) -> dict[str, float]:
+    """Linear-probe and weighted-kNN accuracy of the frozen encoder: fitted on the train split,
+    scored on the held-out split."""
+    train_images, train_labels, _ = read_split(dataset_dir, job.data.train_split)
+    test_images, test_labels, _ = read_split(dataset_dir, job.data.eval_split)
+    train_x = extract_features(method, train_images, job.data.image_size)
+    test_x = extract_features(method, test_images, job.data.image_size)
+    metrics: dict[str, float] = {}
+    if job.eval.linear_probe:
+        metrics["eval/linear_probe_acc"] = linear_probe_accuracy(
+            train_x, train_labels, test_x, test_labels
+        )
+    if job.eval.knn:
+        metrics["eval/knn_acc"] = knn_accuracy(
+            train_x, train_labels, test_x, test_labels, job.eval.knn_k, job.eval.knn_temperature
+        )
+    return metrics

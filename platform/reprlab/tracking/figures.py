@@ -1,0 +1,46 @@
+"""Pictures logged to MLflow: what people would rather see than read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from reprlab.data.augment import SimCLRAugment, two_views
+from reprlab.data.shards import read_split
+
+
+def view_pairs_figure(
+    originals: np.ndarray, view1: np.ndarray, view2: np.ndarray
+) -> Figure:
+    """A grid with one row per image: the original and its two augmented views."""
+    rows = len(originals)
+    figure = Figure(figsize=(3 * 1.3, rows * 1.3))
+    axes = figure.subplots(rows, 3, squeeze=False)
+    for row in range(rows):
+        for column, (title, image) in enumerate(
+            (("original", originals[row]), ("view 1", view1[row]), ("view 2", view2[row]))
+        ):
+            axis = axes[row][column]
+            axis.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray",
+                        vmin=0, vmax=255)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(title, fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def log_view_pairs(dataset_dir: Path, split: str, policy: SimCLRAugment, pairs: int) -> None:
+    """Log `augment/view_pairs.png`: the first `pairs` images of a split and two views each."""
+    images, _, _ = read_split(dataset_dir, split)
+    originals = images[:pairs]
+    view1, view2 = two_views(torch.from_numpy(originals), policy, torch.Generator().manual_seed(0))
+    figure = view_pairs_figure(
+        originals, view1.permute(0, 2, 3, 1).numpy(), view2.permute(0, 2, 3, 1).numpy()
+    )
+    mlflow.log_figure(figure, "augment/view_pairs.png")

@@ -1,0 +1,128 @@
+"""MLflow tracking: where runs go, what a run records, and how it always ends.
+
+The driver opens the run and records config, provenance, evaluation and artifacts; inside
+Ray Train only world rank 0 writes metrics to that run (by id, through MlflowClient)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform as host
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import mlflow
+import mlflow.pytorch
+import torch
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from reprlab.config import JobConfig, flatten, to_yaml
+from reprlab.data.catalog import reprlab_home
+
+_VERSIONED = ("reprlab", "ray", "torch", "torchvision", "mlflow", "timm", "kornia", "numpy")
+
+
+def tracking_uri(configured: str | None = None) -> str:
+    """The job's URI if set, else MLFLOW_TRACKING_URI, else a SQLite file at an absolute path
+    under $REPRLAB_HOME (so every process of a local run shares one store)."""
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    home = reprlab_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(home / 'mlflow.db').resolve()}"
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """The commit of the working tree (suffixed '-dirty' with local changes), or 'unknown'."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide a run's numbers, plus Python's."""
+    versions = {"python": host.python_version()}
+    for package in _VERSIONED:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "absent"
+    return versions
+
+
+def start_run(job: JobConfig, run_name: str, *, run_id: str | None = None) -> str:
+    """Open (or reopen, when resuming) the job's MLflow run with config, commit and versions
+    recorded; returns the run id."""
+    mlflow.set_tracking_uri(tracking_uri(job.tracking.tracking_uri))
+    if run_id is not None:
+        MlflowClient().update_run(run_id, status="RUNNING")
+        return run_id
+    experiment = mlflow.set_experiment(job.tracking.experiment)
+    tags = {"reprlab.job": job.name, "reprlab.method": job.method, "git.commit": git_commit()}
+    tags.update({f"version.{name}": value for name, value in package_versions().items()})
+    tags["mlflow.source.name"] = " ".join(sys.argv)
+    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=run_name, tags=tags) as run:
+        mlflow.log_params(flatten(job))
+        mlflow.log_text(to_yaml(job), "config/job.yaml")
+        return run.info.run_id
+
+
+def end_run(run_id: str, uri: str, failed: bool) -> None:
+    """Mark the run FINISHED or FAILED; never leave it RUNNING."""
+    MlflowClient(uri).set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+
+@contextlib.contextmanager
+def tracked(run_id: str, uri: str) -> Iterator[None]:
+    """Run a block as the body of an MLflow run: FINISHED if it returns, FAILED if it raises
+    (the exception, KeyboardInterrupt included, still propagates)."""
+    try:
+        yield
+    except BaseException:
+        end_run(run_id, uri, failed=True)
+        raise
+    end_run(run_id, uri, failed=False)
+
+
+class RankZeroLogger:
+    """Metric logging from inside a Ray Train worker: a no-op everywhere but world rank 0."""
+
+    def __init__(self, run_id: str | None, uri: str, rank: int) -> None:
+        self.enabled = run_id is not None and rank == 0
+        self.run_id = run_id
+        self.client = MlflowClient(uri) if self.enabled else None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if not self.enabled:
+            return
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+
+def log_encoder(encoder: torch.nn.Module, image_shape: list[int], image_size: int) -> None:
+    """Log the trained encoder to the active run as an MLflow PyTorch model (`encoder/`), with
+    an input example so it can be loaded and served; requirements are pinned, not inferred."""
+    example = torch.zeros(2, image_shape[2], image_size, image_size)
+    encoder = encoder.cpu().eval()
+    mlflow.pytorch.log_model(
+        encoder,
+        name="encoder",
+        input_example=example.numpy(),
+        pip_requirements=[f"torch=={version('torch')}", f"reprlab=={version('reprlab')}"],
+    )

@@ -1,0 +1,1 @@
+"""Training: the one worker loop, the TorchTrainer built from a job, checkpoints."""

@@ -1,0 +1,48 @@
+"""Checkpoints: the method's weights, the optimiser and the position in training, in one file,
+written into the directory Ray Train persists each epoch."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+STATE_FILE = "state.pt"
+
+
+@dataclass
+class TrainState:
+    """Where training stands: epochs finished and optimiser steps taken."""
+
+    epoch: int = 0
+    step: int = 0
+
+
+def save_checkpoint(
+    directory: Path, method: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState
+) -> Path:
+    """Write method, optimiser and state into `directory`; returns the file."""
+    path = Path(directory) / STATE_FILE
+    payload = {
+        "method": method.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "state": asdict(state),
+    }
+    torch.save(payload, path)
+    return path
+
+
+def load_checkpoint(
+    directory: Path, method: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> TrainState:
+    """Restore weights (and the optimiser when given) from `directory`; returns the state."""
+    path = Path(directory) / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no reprlab checkpoint here (expected {STATE_FILE})")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    method.load_state_dict(payload["method"])
+    if optimizer is not None:
+        optimizer.load_state_dict(payload["optimizer"])
+    return TrainState(**payload["state"])

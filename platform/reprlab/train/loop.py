@@ -1,0 +1,161 @@
+"""The one Ray Train worker loop, shared by every method: devices, AMP, DDP, schedules,
+gradient clipping, checkpoints, resume and metric reporting live here, objectives do not."""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from reprlab.config import JobConfig
+from reprlab.data.pipeline import bad_row_counter
+from reprlab.methods import Method, method_class
+from reprlab.models.backbones import build_backbone
+from reprlab.tracking.mlflow import RankZeroLogger
+from reprlab.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
+
+
+def make_method(job: JobConfig, in_chans: int) -> Method:
+    """The job's method around a freshly initialised backbone."""
+    backbone_args = {"width": job.model.width} if job.model.width else {}
+    backbone = build_backbone(job.model.backbone, in_chans, **backbone_args)
+    return method_class(job.method)(backbone, job.parsed_method_args())
+
+
+def make_optimizer(job: JobConfig, method: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW or SGD over all trainable parameters; no weight decay on norms and biases."""
+    decay, no_decay = [], []
+    for parameter in method.parameters():
+        if parameter.requires_grad:
+            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+    groups = [
+        {"params": decay, "weight_decay": job.optim.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if job.optim.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=job.optim.lr, momentum=job.optim.momentum)
+    return torch.optim.AdamW(groups, lr=job.optim.lr)
+
+
+def warmup_cosine_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
+    """Linear warm-up from ~0 to base_lr, then cosine decay to 0 at total_steps."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return base_lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def images_to_float(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """uint8 image tensors -> float in [0, 1]; other entries unchanged."""
+    return {
+        key: value.float().div_(255) if value.dtype == torch.uint8 else value
+        for key, value in batch.items()
+    }
+
+
+def _sum_across_workers(values: list[float], device: torch.device) -> list[float]:
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Train `config["job"]` on this worker's shard of the "train" dataset; report and
+    checkpoint every epoch; resume from the latest checkpoint when one exists."""
+    job = JobConfig.model_validate(config["job"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(job.seed + rank)
+    if not job.scaling.use_gpu:
+        torch.set_num_threads(job.scaling.torch_threads)
+    device = ray.train.torch.get_device()
+
+    method = make_method(job, config["in_chans"])
+    optimizer = make_optimizer(job, method)
+    state = TrainState()
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = load_checkpoint(Path(directory), method, optimizer)
+    model = ray.train.torch.prepare_model(method)
+
+    per_worker_batch = job.data.batch_size // world
+    steps_per_epoch = max(1, config["train_rows"] // world // per_worker_batch)
+    total_steps = steps_per_epoch * job.optim.epochs
+    warmup_steps = int(job.optim.warmup_epochs * steps_per_epoch)
+    shard = ray.train.get_dataset_shard("train")
+    logger = RankZeroLogger(config.get("run_id"), config["tracking_uri"], rank)
+    counter = bad_row_counter(config["counter_name"]) if rank == 0 else None
+    bad_rows_before = ray.get(counter.value.remote()) if counter else 0
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=job.scaling.use_gpu)
+
+    for epoch in range(state.epoch, job.optim.epochs):
+        started = time.perf_counter()
+        loss_sum, images, steps = 0.0, 0, 0
+        lr = job.optim.lr
+        for batch in shard.iter_torch_batches(
+            batch_size=per_worker_batch, drop_last=True, device=device, prefetch_batches=2
+        ):
+            lr = warmup_cosine_lr(state.step, total_steps, warmup_steps, job.optim.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast:
+                output = model(images_to_float(batch))
+            optimizer.zero_grad(set_to_none=True)
+            output["loss"].backward()
+            if job.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), job.optim.grad_clip)
+            optimizer.step()
+            method.on_step_end(state.step, total_steps)
+            state.step += 1
+            steps += 1
+            loss_sum += output["loss"].item()
+            images += batch["label"].shape[0]
+        loss_sum, images, steps = _sum_across_workers([loss_sum, images, steps], device)
+        elapsed = time.perf_counter() - started
+        state.epoch = epoch + 1
+        metrics = {
+            "epoch": state.epoch,
+            "train/loss": loss_sum / max(steps, 1),
+            "train/lr": lr,
+            "train/images_per_s": images / elapsed,
+            "train/epoch_time_s": elapsed,
+        }
+        if counter is not None:
+            bad_rows_total = ray.get(counter.value.remote())
+            metrics["data/bad_rows"] = bad_rows_total - bad_rows_before
+            bad_rows_before = bad_rows_total
+        _report(metrics, method, optimizer, state, rank)
+        logger.log(metrics, step=state.epoch)
+        if rank == 0:
+            print(
+                f"[reprlab] epoch {state.epoch}/{job.optim.epochs} "
+                f"loss {metrics['train/loss']:.4f} lr {lr:.2e} "
+                f"{metrics['train/images_per_s']:.0f} img/s {elapsed:.1f}s",
+                flush=True,
+            )
+
+
+def _report(
+    metrics: dict[str, float],
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    state: TrainState,
+    rank: int,
+) -> None:
+    """Every rank reports (it is a barrier); rank 0 attaches the checkpoint."""
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if rank == 0:
+            save_checkpoint(Path(directory), method, optimizer, state)
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=checkpoint)

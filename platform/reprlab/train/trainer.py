@@ -1,0 +1,121 @@
+"""Run a job end to end from the driver: MLflow run, Ray Data pipeline, TorchTrainer, evaluation
+of the final encoder, artifacts. The run ends FINISHED or FAILED, never RUNNING."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import ray
+import ray.train
+from ray.train.torch import TorchTrainer
+
+from reprlab.config import JobConfig
+from reprlab.data.catalog import reprlab_home, resolve_dataset
+from reprlab.data.pipeline import build_policy, ingest_options, view_dataset
+from reprlab.data.shards import verify_dataset
+from reprlab.eval.features import evaluate_encoder
+from reprlab.tracking.figures import log_view_pairs
+from reprlab.tracking.mlflow import log_encoder, start_run, tracked, tracking_uri
+from reprlab.train.checkpoint import load_checkpoint
+from reprlab.train.loop import make_method, train_loop_per_worker
+
+RUN_RECORD = "reprlab_run.json"
+
+
+@dataclass
+class RunSummary:
+    """What a finished run produced and where to find it."""
+
+    run_name: str
+    run_id: str
+    tracking_uri: str
+    storage: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def runs_root() -> Path:
+    """Where Ray Train persists checkpoints: $REPRLAB_HOME/runs."""
+    return reprlab_home() / "runs"
+
+
+def ensure_ray() -> None:
+    """Connect to RAY_ADDRESS when set, else start a local Ray on this machine's CPUs."""
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+
+
+def _run_record(storage: Path) -> dict:
+    path = storage / RUN_RECORD
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run_job(job: JobConfig, *, resume: str | None = None) -> RunSummary:
+    """Train and evaluate `job`. With `resume=RUN_NAME`, continue that run from its latest
+    checkpoint in the same MLflow run."""
+    dataset_dir = resolve_dataset(job.data.dataset)
+    manifest = verify_dataset(dataset_dir)
+    run_name = resume or f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage = runs_root() / run_name
+    if resume and not storage.is_dir():
+        raise FileNotFoundError(f"{storage}: no run named '{resume}' to resume")
+    uri = tracking_uri(job.tracking.tracking_uri)
+    run_id = start_run(job, run_name, run_id=_run_record(storage).get("mlflow_run_id"))
+    storage.mkdir(parents=True, exist_ok=True)
+    (storage / RUN_RECORD).write_text(json.dumps({"mlflow_run_id": run_id, "tracking_uri": uri}))
+
+    with tracked(run_id, uri), mlflow.start_run(run_id=run_id):
+        policy = build_policy(job.data.augment.model_dump(), job.data.image_size)
+        if job.tracking.augment_grid_pairs:
+            log_view_pairs(dataset_dir, job.data.train_split, policy, job.tracking.augment_grid_pairs)
+        ensure_ray()
+        counter_name = f"reprlab-bad-rows-{run_id}"
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={
+                "job": job.model_dump(mode="json"),
+                "in_chans": manifest["image_shape"][2],
+                "train_rows": manifest["splits"][job.data.train_split]["count"],
+                "run_id": run_id,
+                "tracking_uri": uri,
+                "counter_name": counter_name,
+            },
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=job.scaling.num_workers,
+                use_gpu=job.scaling.use_gpu,
+                resources_per_worker=None if job.scaling.use_gpu else {
+                    "CPU": job.scaling.cpus_per_worker
+                },
+            ),
+            datasets={
+                "train": view_dataset(
+                    dataset_dir,
+                    job.data.train_split,
+                    policy,
+                    map_batch_size=job.data.map_batch_size,
+                    counter_name=counter_name,
+                    cache=job.data.cache,
+                )
+            },
+            dataset_config=ray.train.DataConfig(
+                execution_options=ingest_options(job.data.data_cpus)
+            ),
+            run_config=ray.train.RunConfig(
+                name=run_name,
+                storage_path=str(runs_root()),
+                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            ),
+        )
+        result = trainer.fit()
+        method = make_method(job, manifest["image_shape"][2])
+        with result.checkpoint.as_directory() as directory:
+            load_checkpoint(Path(directory), method)
+        metrics = evaluate_encoder(method, dataset_dir, job)
+        mlflow.log_metrics(metrics)
+        if job.tracking.log_model:
+            log_encoder(method.backbone, manifest["image_shape"], job.data.image_size)
+    return RunSummary(run_name, run_id, uri, storage, metrics)
