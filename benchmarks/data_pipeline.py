@@ -2,6 +2,10 @@
 pipeline against a plain torch DataLoader (2 workers, torchvision per-sample transforms on PIL
 images), on the same shards and the same cores. Prints images/s for each and the ratio.
 
+It also times the augmentation alone on one thread against kornia's batched per-sample
+augmentation with the same parameters (RGB input, so every colour op runs), the library
+reprlab would otherwise use: the reason data/augment.py is hand-written.
+
     .venv/bin/python benchmarks/data_pipeline.py [--dataset mnist5k] [--epochs 5]
 """
 
@@ -10,17 +14,19 @@ from __future__ import annotations
 import argparse
 import time
 
+import kornia.augmentation as K
 import numpy as np
 import pyarrow.parquet as pq
 import ray
+import torch
 import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from reprlab.data.augment import SimCLRAugment
+from reprlab.data.augment import SimCLRAugment, to_float_nchw, two_views
 from reprlab.data.catalog import ingest, resolve_dataset
 from reprlab.data.pipeline import view_dataset
-from reprlab.data.shards import load_manifest, shard_paths
+from reprlab.data.shards import load_manifest, read_split, shard_paths
 
 
 class ShardImages(Dataset):
@@ -70,6 +76,46 @@ def measure(epochs: int, epoch_batches) -> float:
     return images / (time.perf_counter() - started)
 
 
+def kornia_views(policy: SimCLRAugment) -> torch.nn.Module:
+    """kornia's batched equivalent of `policy` (float input in [0, 1])."""
+    return K.AugmentationSequential(
+        K.RandomResizedCrop(
+            (policy.size, policy.size), scale=policy.crop_scale, ratio=policy.crop_ratio
+        ),
+        K.RandomHorizontalFlip(p=policy.hflip_p),
+        K.ColorJitter(
+            policy.brightness, policy.contrast, policy.saturation, policy.hue, p=policy.jitter_p
+        ),
+        K.RandomGrayscale(p=policy.grayscale_p),
+    )
+
+
+def augmentation_only(images: np.ndarray, policy: SimCLRAugment, repeats: int = 3) -> tuple:
+    """Two-view images/s of reprlab's policy and of kornia's, one thread, RGB batches of 1024."""
+    torch.set_num_threads(1)
+    batch = torch.from_numpy(images[:1024]).expand(-1, -1, -1, 3).contiguous()
+    generator = torch.Generator().manual_seed(0)
+    kornia_policy = kornia_views(policy)
+
+    def ours() -> None:
+        two_views(batch, policy, generator)
+
+    def theirs() -> None:
+        floats = to_float_nchw(batch)
+        kornia_policy(floats)
+        kornia_policy(floats)
+
+    rates = []
+    for run in (ours, theirs):
+        run()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        rates.append(repeats * len(batch) / (time.perf_counter() - started))
+    torch.set_num_threads(2)
+    return tuple(rates)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist5k")
@@ -99,11 +145,16 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     dataset = view_dataset(dataset_dir, "train", policy)
-    platform = measure(
-        args.epochs, lambda: dataset.iter_torch_batches(batch_size=args.batch_size)
-    )
+    platform = measure(args.epochs, lambda: dataset.iter_torch_batches(batch_size=args.batch_size))
     print(f"reprlab Ray Data pipeline (batched views):      {platform:,.0f} images/s")
     print(f"ratio reprlab / DataLoader: {platform / baseline:.2f}x")
+
+    images, _, _ = read_split(dataset_dir, "train")
+    ours, theirs = augmentation_only(images, policy)
+    print(
+        f"augmentation alone, 1 thread, RGB: reprlab {ours:,.0f} images/s, "
+        f"kornia {theirs:,.0f} images/s, ratio {ours / theirs:.2f}x"
+    )
 
 
 if __name__ == "__main__":

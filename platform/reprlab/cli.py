@@ -88,16 +88,13 @@ def run(
 ) -> None:
     """Train a job on Ray, evaluate its encoder, log everything to MLflow."""
     from reprlab.config import ConfigError, load_job
+    from reprlab.train.trainer import job_dataset, run_job
 
     try:
         job = load_job(job_file, overrides or [])
-        from reprlab.data.catalog import resolve_dataset
-
-        resolve_dataset(job.data.dataset)
-    except (ConfigError, ValueError) as error:
+        job_dataset(job)
+    except ConfigError as error:
         _fail(str(error))
-    from reprlab.train.trainer import run_job
-
     summary = run_job(job, resume=resume)
     table = Table(title=f"evaluation: {summary.run_name}")
     table.add_column("metric")
@@ -129,7 +126,16 @@ def ui(
         console.print(f"runs are on an MLflow server: open {uri}", highlight=False)
         return
     console.print(f"MLflow UI for {uri} at http://127.0.0.1:{port}", highlight=False)
-    command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
 
 

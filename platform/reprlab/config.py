@@ -41,7 +41,9 @@ class AugmentConfig(Strict):
     def _ranges_ordered(self) -> AugmentConfig:
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
-            raise ValueError(f"crop_scale: must be 0 < low <= high <= 1, got {list(self.crop_scale)}")
+            raise ValueError(
+                f"crop_scale: must be 0 < low <= high <= 1, got {list(self.crop_scale)}"
+            )
         if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
             raise ValueError(f"crop_ratio: must be 0 < low <= high, got {list(self.crop_ratio)}")
         return self
@@ -167,7 +169,9 @@ def _allowed_keys(model: type[BaseModel], path: list[str]) -> list[str]:
 def validate_job(raw: Any, source: str = "<job>") -> JobConfig:
     """A JobConfig from a plain dict, or ConfigError naming `source` and the first bad key."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: a job file must be a mapping of keys, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{source}: a job file must be a mapping of keys, got {type(raw).__name__}"
+        )
     try:
         return JobConfig.model_validate(raw)
     except ValidationError as error:
@@ -202,7 +206,9 @@ def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> J
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(error, 'problem', error)})") from None
+        raise ConfigError(
+            f"{path}:{where} not valid YAML ({getattr(error, 'problem', error)})"
+        ) from None
     if isinstance(raw, dict):
         for assignment in overrides:
             apply_override(raw, assignment)

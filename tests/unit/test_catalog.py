@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from reprlab.data.catalog import (
     EMBEDDED,
     datasets_root,
@@ -155,3 +156,15 @@ def test_reprlab_home_honours_environment(tmp_path, monkeypatch):
     assert resolve_dataset("digits") == dataset_dir
     monkeypatch.delenv("REPRLAB_HOME")
     assert reprlab_home().name == ".reprlab"
+
+
+def test_every_shard_mixes_classes_even_when_the_source_is_sorted(tmp_path) -> None:
+    import pyarrow.parquet as pq
+
+    from reprlab.data.catalog import ingest
+    from reprlab.data.shards import shard_paths
+
+    dataset_dir = ingest("digits", out=tmp_path)
+    for path in shard_paths(dataset_dir, "train"):
+        labels = set(pq.read_table(path, columns=["label"]).column("label").to_pylist())
+        assert labels == set(range(10)), path

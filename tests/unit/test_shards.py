@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+
 from reprlab.data.shards import (
     IMAGE_FORMAT,
     SCHEMA_VERSION,

@@ -145,14 +145,16 @@ def _is_current(target: Path, embedded: EmbeddedSet, seed: int, test_fraction: f
 def _stratified_split(
     labels: np.ndarray, seed: int, test_fraction: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Row order (train rows, then test rows, each in original order) and each row's split."""
+    """Row order (train rows, then test rows, each in a seeded random order) and each row's
+    split. Shuffling at ingest matters: sources such as mnist5k are sorted by class, and shards
+    cut from sorted rows would feed batches of two or three classes."""
     from sklearn.model_selection import train_test_split
 
     rows = np.arange(labels.size)
     train, test = train_test_split(
         rows, stratify=labels, random_state=seed, test_size=test_fraction
     )
-    order = np.concatenate([np.sort(train), np.sort(test)])
+    order = np.concatenate([train, test])
     splits = np.array(["train"] * train.size + ["test"] * test.size)
     return order, splits
 

@@ -34,8 +34,9 @@ class RowCounter:
 
 
 def bad_row_counter(name: str) -> ray.actor.ActorHandle:
-    """The run's bad-row counter, created on first use; every process finds it by name."""
-    return RowCounter.options(name=name, get_if_exists=True, lifetime="detached").remote()
+    """The run's bad-row counter, by name: the driver creates it before training (and kills it
+    after), Ray Data tasks and Train workers find the same actor."""
+    return RowCounter.options(name=name, get_if_exists=True).remote()
 
 
 def augment_views(
@@ -92,7 +93,7 @@ def view_dataset(
     )
     if cache:
         rows = rows.materialize()
-    return rows.map_batches(
+    return rows.randomize_block_order().map_batches(
         augment_views,
         batch_size=map_batch_size,
         batch_format="numpy",

@@ -13,9 +13,7 @@ from reprlab.data.augment import SimCLRAugment, two_views
 from reprlab.data.shards import read_split
 
 
-def view_pairs_figure(
-    originals: np.ndarray, view1: np.ndarray, view2: np.ndarray
-) -> Figure:
+def view_pairs_figure(originals: np.ndarray, view1: np.ndarray, view2: np.ndarray) -> Figure:
     """A grid with one row per image: the original and its two augmented views."""
     rows = len(originals)
     figure = Figure(figsize=(3 * 1.3, rows * 1.3))
@@ -25,8 +23,9 @@ def view_pairs_figure(
             (("original", originals[row]), ("view 1", view1[row]), ("view 2", view2[row]))
         ):
             axis = axes[row][column]
-            axis.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray",
-                        vmin=0, vmax=255)
+            axis.imshow(
+                image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255
+            )
             axis.set_xticks([])
             axis.set_yticks([])
             if row == 0:

@@ -47,7 +47,10 @@ def git_commit(cwd: Path | None = None) -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd, capture_output=True, text=True, check=True,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -76,7 +79,9 @@ def start_run(job: JobConfig, run_name: str, *, run_id: str | None = None) -> st
     tags = {"reprlab.job": job.name, "reprlab.method": job.method, "git.commit": git_commit()}
     tags.update({f"version.{name}": value for name, value in package_versions().items()})
     tags["mlflow.source.name"] = " ".join(sys.argv)
-    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=run_name, tags=tags) as run:
+    with mlflow.start_run(
+        experiment_id=experiment.experiment_id, run_name=run_name, tags=tags
+    ) as run:
         mlflow.log_params(flatten(job))
         mlflow.log_text(to_yaml(job), "config/job.yaml")
         return run.info.run_id

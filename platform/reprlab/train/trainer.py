@@ -14,9 +14,9 @@ import ray
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from reprlab.config import JobConfig
+from reprlab.config import ConfigError, JobConfig
 from reprlab.data.catalog import reprlab_home, resolve_dataset
-from reprlab.data.pipeline import build_policy, ingest_options, view_dataset
+from reprlab.data.pipeline import bad_row_counter, build_policy, ingest_options, view_dataset
 from reprlab.data.shards import verify_dataset
 from reprlab.eval.features import evaluate_encoder
 from reprlab.tracking.figures import log_view_pairs
@@ -44,9 +44,14 @@ def runs_root() -> Path:
 
 
 def ensure_ray() -> None:
-    """Connect to RAY_ADDRESS when set, else start a local Ray on this machine's CPUs."""
+    """Connect to RAY_ADDRESS when set, else start a local Ray on this machine's CPUs. Ray Train's
+    print patch is off: it would echo every worker line twice."""
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+        ray.init(
+            address=os.environ.get("RAY_ADDRESS"),
+            runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
+        )
+    ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 def _run_record(storage: Path) -> dict:
@@ -54,11 +59,28 @@ def _run_record(storage: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def job_dataset(job: JobConfig) -> tuple[Path, dict]:
+    """The job's ingested dataset and its verified manifest; ConfigError (one line, naming the
+    key) when the dataset or a split the job names is not there. Runs before Ray starts."""
+    try:
+        dataset_dir = resolve_dataset(job.data.dataset)
+        manifest = verify_dataset(dataset_dir)
+    except ValueError as error:
+        raise ConfigError(f"data.dataset: {error}") from None
+    for key in ("train_split", "eval_split"):
+        split = getattr(job.data, key)
+        if split not in manifest["splits"]:
+            allowed = ", ".join(manifest["splits"])
+            raise ConfigError(
+                f"data.{key}: '{split}' is not a split of {job.data.dataset}; allowed: {allowed}"
+            )
+    return dataset_dir, manifest
+
+
 def run_job(job: JobConfig, *, resume: str | None = None) -> RunSummary:
     """Train and evaluate `job`. With `resume=RUN_NAME`, continue that run from its latest
     checkpoint in the same MLflow run."""
-    dataset_dir = resolve_dataset(job.data.dataset)
-    manifest = verify_dataset(dataset_dir)
+    dataset_dir, manifest = job_dataset(job)
     run_name = resume or f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     storage = runs_root() / run_name
     if resume and not storage.is_dir():
@@ -71,9 +93,12 @@ def run_job(job: JobConfig, *, resume: str | None = None) -> RunSummary:
     with tracked(run_id, uri), mlflow.start_run(run_id=run_id):
         policy = build_policy(job.data.augment.model_dump(), job.data.image_size)
         if job.tracking.augment_grid_pairs:
-            log_view_pairs(dataset_dir, job.data.train_split, policy, job.tracking.augment_grid_pairs)
+            log_view_pairs(
+                dataset_dir, job.data.train_split, policy, job.tracking.augment_grid_pairs
+            )
         ensure_ray()
         counter_name = f"reprlab-bad-rows-{run_id}"
+        counter = bad_row_counter(counter_name)
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={
@@ -87,9 +112,9 @@ def run_job(job: JobConfig, *, resume: str | None = None) -> RunSummary:
             scaling_config=ray.train.ScalingConfig(
                 num_workers=job.scaling.num_workers,
                 use_gpu=job.scaling.use_gpu,
-                resources_per_worker=None if job.scaling.use_gpu else {
-                    "CPU": job.scaling.cpus_per_worker
-                },
+                resources_per_worker=None
+                if job.scaling.use_gpu
+                else {"CPU": job.scaling.cpus_per_worker},
             ),
             datasets={
                 "train": view_dataset(
@@ -110,7 +135,10 @@ def run_job(job: JobConfig, *, resume: str | None = None) -> RunSummary:
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             ),
         )
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        finally:
+            ray.kill(counter)
         method = make_method(job, manifest["image_shape"][2])
         with result.checkpoint.as_directory() as directory:
             load_checkpoint(Path(directory), method)

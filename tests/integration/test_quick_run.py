@@ -1,0 +1,83 @@
+"""A real SimCLR run end to end: Parquet shards (one row corrupt) -> Ray Data -> 2 Ray Train
+workers -> evaluation -> MLflow (SQLite), then a resume of the same run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from reprlab.config import validate_job
+from reprlab.data.catalog import ingest
+from reprlab.train.trainer import run_job
+
+pytestmark = pytest.mark.integration
+
+
+def corrupt_first_train_row(dataset_dir: Path) -> None:
+    """Truncate one image blob in the first train shard and re-sign the manifest, as a disk
+    or writer fault that the checksum cannot catch would leave it."""
+    manifest_path = dataset_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entry = next(s for s in manifest["shards"] if s["split"] == "train")
+    shard = dataset_dir / entry["file"]
+    table = pq.read_table(shard)
+    blobs = table.column("image").to_pylist()
+    blobs[0] = blobs[0][:5]
+    table = table.set_column(
+        table.schema.get_field_index("image"),
+        "image",
+        pa.array(blobs, type=table.schema.field("image").type),
+    )
+    pq.write_table(table, shard)
+    entry["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def quick_job(epochs: int):
+    return validate_job(
+        {
+            "name": "itest",
+            "data": {"dataset": "digits", "image_size": 16, "batch_size": 64},
+            "model": {"backbone": "conv4", "width": 16},
+            "optim": {"epochs": epochs, "warmup_epochs": 0},
+            "scaling": {"num_workers": 2},
+            "tracking": {"experiment": "itest", "augment_grid_pairs": 4},
+        }
+    )
+
+
+def test_run_then_resume(ray_cluster) -> None:
+    corrupt_first_train_row(ingest("digits"))
+
+    first = run_job(quick_job(epochs=1))
+    client = MlflowClient(first.tracking_uri)
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    for key in ("train/loss", "train/lr", "train/images_per_s", "train/epoch_time_s"):
+        assert metrics[key] > 0, key
+    assert metrics["data/bad_rows"] == 1
+    assert 0.5 < metrics["eval/linear_probe_acc"] <= 1.0  # far above 10 % chance
+    assert 0.3 < metrics["eval/knn_acc"] <= 1.0
+    assert run.data.params["method"] == "simclr"
+    assert run.data.tags["version.ray"].startswith("2.60")
+    artifacts = {a.path for a in client.list_artifacts(first.run_id)}
+    assert {"config", "augment"} <= artifacts
+    assert [a.path for a in client.list_artifacts(first.run_id, "augment")] == [
+        "augment/view_pairs.png"
+    ]
+    models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert [m.name for m in models] == ["encoder"]
+    assert list(first.storage.glob("checkpoint_*/state.pt"))
+
+    resumed = run_job(quick_job(epochs=2), resume=first.run_name)
+    assert resumed.run_id == first.run_id
+    history = client.get_metric_history(first.run_id, "epoch")
+    assert sorted(m.value for m in history) == [1, 2]  # epoch 1 was not trained again
+    assert client.get_run(first.run_id).info.status == "FINISHED"

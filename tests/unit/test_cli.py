@@ -1,0 +1,53 @@
+"""The `reprlab` command: help for every verb, and bad input refused before Ray starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from reprlab.cli import app
+
+runner = CliRunner()
+QUICKSTART = str(Path(__file__).parents[2] / "jobs" / "quickstart.yaml")
+
+
+@pytest.mark.parametrize("verb", ["ingest", "datasets", "run", "ui"])
+def test_every_verb_has_help(verb: str) -> None:
+    result = runner.invoke(app, [verb, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+
+
+def test_bad_override_fails_fast_with_one_line() -> None:
+    result = runner.invoke(app, ["run", QUICKSTART, "optim.lr=-1"])
+    assert result.exit_code == 2
+    assert "optim.lr: must be > 0.0, got -1" in result.output
+
+
+def test_run_on_a_dataset_not_ingested_says_how_to_ingest() -> None:
+    result = runner.invoke(app, ["run", QUICKSTART, "data.dataset=digits"])
+    assert result.exit_code == 2
+    assert "reprlab ingest digits" in result.output
+
+
+def test_ingest_then_datasets_lists_it(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ingest", "digits", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "train 1437, test 360" in result.output
+    listing = runner.invoke(app, ["datasets", "--root", str(tmp_path)])
+    assert "digits" in listing.output and "1437" in listing.output
+
+
+def test_unknown_dataset_name() -> None:
+    result = runner.invoke(app, ["ingest", "imagenet"])
+    assert result.exit_code == 2
+    assert "unknown dataset 'imagenet'" in result.output
+
+
+def test_split_missing_from_the_dataset_fails_before_ray(tmp_path: Path) -> None:
+    runner.invoke(app, ["ingest", "digits"])
+    result = runner.invoke(app, ["run", QUICKSTART, "data.dataset=digits", "data.eval_split=val"])
+    assert result.exit_code == 2
+    assert "data.eval_split: 'val' is not a split of digits; allowed: train, test" in result.output

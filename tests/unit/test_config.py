@@ -1,0 +1,79 @@
+"""Job files: defaults, overrides, and one-line errors that name the key and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reprlab.config import ConfigError, JobConfig, flatten, load_job, to_yaml, validate_job
+
+QUICKSTART = Path(__file__).parents[2] / "jobs" / "quickstart.yaml"
+
+
+def _job(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_quickstart_loads_and_overrides_apply() -> None:
+    job = load_job(QUICKSTART, ["optim.epochs=3", "method_args.temperature=0.1", "seed=5"])
+    assert job.optim.epochs == 3 and job.seed == 5
+    assert job.parsed_method_args().temperature == 0.1
+    assert job.data.augment.hflip_p == 0.0
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        ("optim.lr=-1", "optim.lr: must be > 0.0, got -1"),
+        ("optim.foo=1", "optim.foo: unknown key; allowed: epochs, grad_clip, lr"),
+        ("model.backbone=vit", "model.backbone: must be one of 'conv4', 'resnet18' or 'resnet50'"),
+        ("method=nope", "method: must be one of 'simclr', got 'nope'"),
+        ("method_args.temperature=0", "method_args.temperature: must be > 0.0, got 0"),
+        ("method_args.tau=1", "method_args.tau: unknown key; allowed: proj_dim"),
+        ("data.augment.crop_scale=[0.9,0.1]", "data.augment.crop_scale: must be 0 < low <= high"),
+        ("scaling.num_workers=two", "scaling.num_workers: Input should be a valid integer"),
+        ("data.augment.hflip_p=2", "data.augment.hflip_p: must be <= 1.0, got 2"),
+    ],
+)
+def test_bad_values_fail_with_one_line_naming_file_and_key(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_job(QUICKSTART, [override])
+    message = str(error.value)
+    assert message.startswith(f"{QUICKSTART}: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_unknown_top_level_key_and_bad_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"epochs: unknown key; allowed: data, eval"):
+        load_job(_job(tmp_path, "epochs: 3\n"))
+    with pytest.raises(ConfigError, match=r"line 2 not valid YAML"):
+        load_job(_job(tmp_path, "name: x\n  bad: [\n"))
+    with pytest.raises(ConfigError, match="no such job file"):
+        load_job(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_job(_job(tmp_path, "- a\n- b\n"))
+
+
+def test_malformed_override() -> None:
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_job(QUICKSTART, ["optim.epochs"])
+    with pytest.raises(ConfigError, match="name is a value, not a section"):
+        load_job(QUICKSTART, ["name.x=1"])
+
+
+def test_resolved_config_round_trips_through_yaml_and_flattens() -> None:
+    job = load_job(QUICKSTART)
+    assert validate_job(yaml.safe_load(to_yaml(job))) == job
+    flat = flatten(job)
+    assert flat["optim.lr"] == job.optim.lr
+    assert flat["method_args.proj_dim"] == 128
+    assert flat["data.augment.crop_scale"] == [0.3, 1.0]
+
+
+def test_defaults_are_a_valid_job() -> None:
+    assert JobConfig().method == "simclr"

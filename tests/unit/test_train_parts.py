@@ -1,0 +1,88 @@
+"""Pieces of the train loop that need no cluster: schedule, batch conversion, checkpoints,
+methods and backbones built from a job."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from reprlab.config import JobConfig
+from reprlab.models.backbones import build_backbone
+from reprlab.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from reprlab.train.loop import images_to_float, make_method, make_optimizer, warmup_cosine_lr
+
+
+def test_warmup_then_cosine_to_zero() -> None:
+    lrs = [warmup_cosine_lr(step, 100, 10, 1.0) for step in range(101)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0)
+    assert lrs[55] == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 90)))
+    assert lrs[100] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+
+
+def test_images_to_float_scales_only_uint8() -> None:
+    batch = {"view1": torch.tensor([[0, 255]], dtype=torch.uint8), "label": torch.tensor([3])}
+    out = images_to_float(batch)
+    assert torch.equal(out["view1"], torch.tensor([[0.0, 1.0]]))
+    assert torch.equal(out["label"], torch.tensor([3]))
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,size,features",
+    [("conv4", {"width": 32}, 28, 128), ("conv4", {}, 84, 256), ("resnet18", {}, 32, 512)],
+)
+def test_backbones_map_images_to_flat_features(name, kwargs, size, features) -> None:
+    backbone = build_backbone(name, 3, **kwargs)
+    out = backbone(torch.rand(2, 3, size, size))
+    assert out.shape == (2, features) == (2, backbone.num_features)
+
+
+def test_resnet_small_stem_keeps_resolution() -> None:
+    backbone = build_backbone("resnet18", 3)
+    assert backbone.conv1.stride == (1, 1) and backbone.conv1.kernel_size == (3, 3)
+    assert isinstance(backbone.maxpool, torch.nn.Identity)
+
+
+def test_unknown_backbone() -> None:
+    with pytest.raises(ValueError, match="unknown backbone 'vgg'; allowed: conv4"):
+        build_backbone("vgg", 3)
+
+
+def test_checkpoint_round_trip_restores_weights_optimizer_and_position(tmp_path: Path) -> None:
+    job = JobConfig.model_validate({"model": {"width": 8}})
+    method = make_method(job, in_chans=1)
+    optimizer = make_optimizer(job, method)
+    batch = {"view1": torch.rand(4, 1, 28, 28), "view2": torch.rand(4, 1, 28, 28)}
+    method(batch)["loss"].backward()
+    optimizer.step()
+    save_checkpoint(tmp_path, method, optimizer, TrainState(epoch=3, step=42))
+
+    restored = make_method(job, in_chans=1)
+    restored_optimizer = make_optimizer(job, restored)
+    state = load_checkpoint(tmp_path, restored, restored_optimizer)
+    assert state == TrainState(epoch=3, step=42)
+    for a, b in zip(method.state_dict().values(), restored.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert restored_optimizer.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
+    with pytest.raises(FileNotFoundError, match="no reprlab checkpoint"):
+        load_checkpoint(tmp_path / "empty", restored)
+
+
+def test_simclr_step_trains_the_encoder() -> None:
+    torch.manual_seed(0)
+    job = JobConfig.model_validate({"model": {"width": 8}, "optim": {"lr": 0.01}})
+    method = make_method(job, in_chans=1)
+    optimizer = make_optimizer(job, method)
+    images = torch.rand(16, 1, 28, 28)
+    batch = {"view1": images, "view2": images + 0.05 * torch.rand_like(images)}
+    first = method(batch)["loss"].item()
+    for _ in range(20):
+        optimizer.zero_grad()
+        method(batch)["loss"].backward()
+        optimizer.step()
+    assert method(batch)["loss"].item() < first
+    assert method.embed(images).shape == (16, method.backbone.num_features)
