@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from reprlab.methods import METHODS, method_class
+from reprlab.methods import METHODS, MethodArgs, method_class
 
 
 class ConfigError(ValueError):
@@ -123,7 +123,17 @@ class JobConfig(Strict):
             raise ValueError(_describe(error.errors()[0], args_model, "method_args")) from None
         return self
 
-    def parsed_method_args(self):
+    @model_validator(mode="after")
+    def _batch_splits_evenly(self) -> JobConfig:
+        workers = max(1, self.scaling.num_workers)
+        if self.data.batch_size % workers:
+            raise ValueError(
+                f"data.batch_size: must be a multiple of scaling.num_workers ({workers}), "
+                f"got {self.data.batch_size}"
+            )
+        return self
+
+    def parsed_method_args(self) -> MethodArgs:
         """The method's own validated args model."""
         return method_class(self.method).Args.model_validate(self.method_args)
 

@@ -37,6 +37,7 @@ def test_quickstart_loads_and_overrides_apply() -> None:
         ("data.augment.crop_scale=[0.9,0.1]", "data.augment.crop_scale: must be 0 < low <= high"),
         ("scaling.num_workers=two", "scaling.num_workers: Input should be a valid integer"),
         ("data.augment.hflip_p=2", "data.augment.hflip_p: must be <= 1.0, got 2"),
+        ("data.batch_size=255", "data.batch_size: must be a multiple of scaling.num_workers (2)"),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_file_and_key(override: str, expected: str) -> None:

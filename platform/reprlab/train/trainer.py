@@ -15,6 +15,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from reprlab.config import ConfigError, JobConfig
+from reprlab.data.augment import SimCLRAugment
 from reprlab.data.catalog import reprlab_home, resolve_dataset
 from reprlab.data.pipeline import bad_row_counter, build_policy, ingest_options, view_dataset
 from reprlab.data.shards import verify_dataset
@@ -77,6 +78,50 @@ def job_dataset(job: JobConfig) -> tuple[Path, dict]:
     return dataset_dir, manifest
 
 
+def build_trainer(
+    job: JobConfig,
+    dataset_dir: Path,
+    manifest: dict,
+    policy: SimCLRAugment,
+    run_name: str,
+    run_context: dict,
+) -> TorchTrainer:
+    """The TorchTrainer for `job`: its view pipeline as the "train" dataset, workers and CPU
+    budget from `scaling`, checkpoints under runs_root()/run_name (where a restart resumes)."""
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "job": job.model_dump(mode="json"),
+            "in_chans": manifest["image_shape"][2],
+            "train_rows": manifest["splits"][job.data.train_split]["count"],
+            **run_context,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=job.scaling.num_workers,
+            use_gpu=job.scaling.use_gpu,
+            resources_per_worker=None
+            if job.scaling.use_gpu
+            else {"CPU": job.scaling.cpus_per_worker},
+        ),
+        datasets={
+            "train": view_dataset(
+                dataset_dir,
+                job.data.train_split,
+                policy,
+                map_batch_size=job.data.map_batch_size,
+                counter_name=run_context.get("counter_name"),
+                cache=job.data.cache,
+            )
+        },
+        dataset_config=ray.train.DataConfig(execution_options=ingest_options(job.data.data_cpus)),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=str(runs_root()),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+
+
 def run_job(job: JobConfig, *, resume: str | None = None) -> RunSummary:
     """Train and evaluate `job`. With `resume=RUN_NAME`, continue that run from its latest
     checkpoint in the same MLflow run."""
@@ -99,41 +144,17 @@ def run_job(job: JobConfig, *, resume: str | None = None) -> RunSummary:
         ensure_ray()
         counter_name = f"reprlab-bad-rows-{run_id}"
         counter = bad_row_counter(counter_name)
-        trainer = TorchTrainer(
-            train_loop_per_worker,
-            train_loop_config={
-                "job": job.model_dump(mode="json"),
-                "in_chans": manifest["image_shape"][2],
-                "train_rows": manifest["splits"][job.data.train_split]["count"],
+        trainer = build_trainer(
+            job,
+            dataset_dir,
+            manifest,
+            policy,
+            run_name,
+            {
                 "run_id": run_id,
                 "tracking_uri": uri,
                 "counter_name": counter_name,
             },
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=job.scaling.num_workers,
-                use_gpu=job.scaling.use_gpu,
-                resources_per_worker=None
-                if job.scaling.use_gpu
-                else {"CPU": job.scaling.cpus_per_worker},
-            ),
-            datasets={
-                "train": view_dataset(
-                    dataset_dir,
-                    job.data.train_split,
-                    policy,
-                    map_batch_size=job.data.map_batch_size,
-                    counter_name=counter_name,
-                    cache=job.data.cache,
-                )
-            },
-            dataset_config=ray.train.DataConfig(
-                execution_options=ingest_options(job.data.data_cpus)
-            ),
-            run_config=ray.train.RunConfig(
-                name=run_name,
-                storage_path=str(runs_root()),
-                checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            ),
         )
         try:
             result = trainer.fit()
