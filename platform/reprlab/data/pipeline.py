@@ -88,8 +88,8 @@ def view_dataset(
     rows stream from Parquet every epoch, for splits larger than the object store."""
     manifest = load_manifest(dataset_dir)
     shape = tuple(manifest["image_shape"])
-    rows = ray.data.read_parquet(
-        shard_paths(dataset_dir, split), columns=["image", "label"], shuffle="files"
+    rows = ray.data.read_parquet(shard_paths(dataset_dir, split), shuffle="files").select_columns(
+        ["image", "label"]
     )
     if cache:
         rows = rows.materialize()
