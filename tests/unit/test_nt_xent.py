@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from reprlab.methods.simclr import nt_xent_loss
+
+from .gloo import run_in_gloo_workers
 
 
 def paper_nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> torch.Tensor:
@@ -56,23 +54,13 @@ def test_invariant_to_embedding_scale() -> None:
     assert torch.allclose(nt_xent_loss(z1, z2, 0.2), nt_xent_loss(3 * z1, 0.5 * z2, 0.2))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, z1: torch.Tensor, z2: torch.Tensor, out) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def _local_loss_and_grads(rank: int, world: int, z1: torch.Tensor, z2: torch.Tensor):
     n = z1.shape[0] // world
     local1 = z1[rank * n : (rank + 1) * n].clone().requires_grad_()
     local2 = z2[rank * n : (rank + 1) * n].clone().requires_grad_()
     loss = nt_xent_loss(local1, local2, 0.3)
     loss.backward()
-    out.put((rank, loss.item(), local1.grad, local2.grad))
-    dist.barrier()
-    dist.destroy_process_group()
+    return loss.item(), local1.grad, local2.grad
 
 
 def test_two_workers_equal_global_batch_loss_and_gradients() -> None:
@@ -86,23 +74,12 @@ def test_two_workers_equal_global_batch_loss_and_gradients() -> None:
     global_loss.backward()
     assert torch.allclose(global_loss, paper_nt_xent(z1, z2, 0.3))
 
-    context = mp.get_context("spawn")
-    queue = context.SimpleQueue()
-    port = _free_port()
-    processes = [
-        context.Process(target=_worker, args=(rank, 2, port, z1, z2, queue)) for rank in range(2)
-    ]
-    for process in processes:
-        process.start()
-    results = sorted(queue.get() for _ in processes)
-    for process in processes:
-        process.join(timeout=60)
-        assert process.exitcode == 0
+    results = run_in_gloo_workers(_local_loss_and_grads, 2, z1, z2)
 
-    mean_loss = sum(loss for _, loss, _, _ in results) / 2
+    mean_loss = sum(loss for loss, _, _ in results) / 2
     assert mean_loss == pytest.approx(global_loss.item(), rel=1e-9)
     # The gather sums every worker's gradient into each slice; DDP then averages over workers.
-    grad1 = torch.cat([g1 for _, _, g1, _ in results]) / 2
-    grad2 = torch.cat([g2 for _, _, _, g2 in results]) / 2
+    grad1 = torch.cat([g1 for _, g1, _ in results]) / 2
+    grad2 = torch.cat([g2 for _, _, g2 in results]) / 2
     assert torch.allclose(grad1, full1.grad)
     assert torch.allclose(grad2, full2.grad)

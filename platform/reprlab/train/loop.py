@@ -19,6 +19,7 @@ from reprlab.config import JobConfig
 from reprlab.data.pipeline import bad_row_counter
 from reprlab.methods import Method, method_class
 from reprlab.models.backbones import build_backbone
+from reprlab.models.norm import global_batch_norm
 from reprlab.tracking.mlflow import RankZeroLogger
 from reprlab.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 
@@ -86,6 +87,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_checkpoint(Path(directory), method, optimizer)
+    if world > 1 and job.model.global_bn:
+        global_batch_norm(method, job.scaling.use_gpu)
     model = ray.train.torch.prepare_model(method)
 
     per_worker_batch = job.data.batch_size // world
