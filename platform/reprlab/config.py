@@ -64,7 +64,7 @@ class DataConfig(Strict):
 class ModelConfig(Strict):
     backbone: Literal["conv4", "resnet18", "resnet50"] = "conv4"
     width: int | None = Field(None, gt=0, description="conv4 filters per layer (default 64)")
-    global_bn: bool = Field(True, description="batch-norm statistics over all workers' batches")
+    global_bn: bool = Field(False, description="batch-norm statistics over all workers' batches")
 
 
 class OptimConfig(Strict):
