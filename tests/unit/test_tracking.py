@@ -31,7 +31,7 @@ def test_env_uri_wins_over_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tracking_uri() == "sqlite:////tmp/other.db"
 
 
-def test_run_records_config_and_provenance_and_ends_finished(store: str) -> None:
+def test_run_records_config_and_provenance_and_ends_finished(store: str, tmp_path: Path) -> None:
     job = JobConfig(name="t")
     run_id = start_run(job, "t-run")
     with tracked(run_id, store):
@@ -45,6 +45,7 @@ def test_run_records_config_and_provenance_and_ends_finished(store: str) -> None
     assert [m.value for m in history] == [1.5]  # rank 1 wrote nothing
     artifacts = [a.path for a in MlflowClient(store).list_artifacts(run_id, "config")]
     assert artifacts == ["config/job.yaml"]
+    assert run.info.artifact_uri.startswith((tmp_path / "artifacts").resolve().as_uri())
 
 
 def test_a_run_that_raises_ends_failed(store: str) -> None:

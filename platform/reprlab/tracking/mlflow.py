@@ -68,6 +68,19 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def _experiment_id(name: str, uri: str) -> str:
+    """The experiment's id, created on first use. With a local SQLite store its artifacts go to
+    $REPRLAB_HOME/artifacts (MLflow's default, ./mlruns, would follow the working directory);
+    an MLflow server chooses its own artifact store."""
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if uri.startswith("sqlite:"):
+        location = (reprlab_home() / "artifacts").resolve().as_uri()
+    return mlflow.create_experiment(name, artifact_location=location)
+
+
 def start_run(job: JobConfig, run_name: str, *, run_id: str | None = None) -> str:
     """Open (or reopen, when resuming) the job's MLflow run with config, commit and versions
     recorded; returns the run id."""
@@ -75,13 +88,11 @@ def start_run(job: JobConfig, run_name: str, *, run_id: str | None = None) -> st
     if run_id is not None:
         MlflowClient().update_run(run_id, status="RUNNING")
         return run_id
-    experiment = mlflow.set_experiment(job.tracking.experiment)
+    experiment_id = _experiment_id(job.tracking.experiment, mlflow.get_tracking_uri())
     tags = {"reprlab.job": job.name, "reprlab.method": job.method, "git.commit": git_commit()}
     tags.update({f"version.{name}": value for name, value in package_versions().items()})
     tags["mlflow.source.name"] = " ".join(sys.argv)
-    with mlflow.start_run(
-        experiment_id=experiment.experiment_id, run_name=run_name, tags=tags
-    ) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         mlflow.log_params(flatten(job))
         mlflow.log_text(to_yaml(job), "config/job.yaml")
         return run.info.run_id
