@@ -9,7 +9,6 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    home: Path = tmp_path_factory.getbasetemp() / "reprlab_home"
-    home.mkdir(exist_ok=True)
+    home: Path = tmp_path_factory.mktemp("reprlab_home")
     monkeypatch.setenv("REPRLAB_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
