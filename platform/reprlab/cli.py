@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -127,6 +128,8 @@ def ui(
         return
     console.print(f"MLflow UI for {uri} at http://127.0.0.1:{port}", highlight=False)
     command = [
+        sys.executable,
+        "-m",
         "mlflow",
         "ui",
         "--backend-store-uri",
