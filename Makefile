@@ -20,6 +20,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check platform tests benchmarks
+	$(BIN)/ruff format --check platform tests benchmarks
 	$(BIN)/pytest -q tests
 
 unit: $(STAMP)
@@ -33,6 +34,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check platform tests benchmarks
+	$(BIN)/ruff format --check platform tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
