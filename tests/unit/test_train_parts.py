@@ -72,9 +72,19 @@ def test_checkpoint_round_trip_restores_weights_optimizer_and_position(tmp_path:
         load_checkpoint(tmp_path / "empty", restored)
 
 
-def test_simclr_step_trains_the_encoder() -> None:
+@pytest.mark.parametrize(
+    "method,args",
+    [
+        ("simclr", {}),
+        ("barlow_twins", {"proj_hidden_dim": 32, "proj_dim": 32}),
+        ("vicreg", {"proj_hidden_dim": 32, "proj_dim": 32}),
+    ],
+)
+def test_a_few_steps_lower_the_loss(method: str, args: dict) -> None:
     torch.manual_seed(0)
-    job = JobConfig.model_validate({"model": {"width": 8}, "optim": {"lr": 0.01}})
+    job = JobConfig.model_validate(
+        {"method": method, "method_args": args, "model": {"width": 8}, "optim": {"lr": 0.01}}
+    )
     method = make_method(job, in_chans=1)
     optimizer = make_optimizer(job, method)
     images = torch.rand(16, 1, 28, 28)

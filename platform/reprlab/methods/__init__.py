@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from reprlab.methods.barlow_twins import BarlowTwins
 from reprlab.methods.base import Method, MethodArgs
 from reprlab.methods.simclr import SimCLR
+from reprlab.methods.vicreg import VICReg
 
-METHODS: dict[str, type[Method]] = {"simclr": SimCLR}
+METHODS: dict[str, type[Method]] = {
+    "simclr": SimCLR,
+    "barlow_twins": BarlowTwins,
+    "vicreg": VICReg,
+}
 
 
 def method_class(name: str) -> type[Method]:
