@@ -78,3 +78,8 @@ def test_resolved_config_round_trips_through_yaml_and_flattens() -> None:
 
 def test_defaults_are_a_valid_job() -> None:
     assert JobConfig().method == "simclr"
+
+
+@pytest.mark.parametrize("job_file", sorted(QUICKSTART.parent.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_job_file_is_valid(job_file: Path) -> None:
+    assert load_job(job_file).name == job_file.stem
