@@ -78,6 +78,8 @@ def test_checkpoint_round_trip_restores_weights_optimizer_and_position(tmp_path:
         ("simclr", {}),
         ("barlow_twins", {"proj_hidden_dim": 32, "proj_dim": 32}),
         ("vicreg", {"proj_hidden_dim": 32, "proj_dim": 32}),
+        ("rotation", {}),
+        ("supervised", {"num_classes": 3}),
     ],
 )
 def test_a_few_steps_lower_the_loss(method: str, args: dict) -> None:
@@ -88,7 +90,11 @@ def test_a_few_steps_lower_the_loss(method: str, args: dict) -> None:
     method = make_method(job, in_chans=1)
     optimizer = make_optimizer(job, method)
     images = torch.rand(16, 1, 28, 28)
-    batch = {"view1": images, "view2": images + 0.05 * torch.rand_like(images)}
+    batch = {
+        "view1": images,
+        "view2": images + 0.05 * torch.rand_like(images),
+        "label": torch.tensor([0, 1, 2, -1] * 4),
+    }
     first = method(batch)["loss"].item()
     for _ in range(20):
         optimizer.zero_grad()
@@ -96,3 +102,15 @@ def test_a_few_steps_lower_the_loss(method: str, args: dict) -> None:
         optimizer.step()
     assert method(batch)["loss"].item() < first
     assert method.embed(images).shape == (16, method.backbone.num_features)
+
+
+def test_rotate_four_ways_labels_each_rotation() -> None:
+    from reprlab.methods.rotation import rotate_four_ways
+
+    image = torch.arange(4.0).view(1, 1, 2, 2)  # [[0, 1], [2, 3]]
+    rotated, labels = rotate_four_ways(image)
+    assert labels.tolist() == [0, 1, 2, 3]
+    assert rotated[0, 0].tolist() == [[0, 1], [2, 3]]
+    assert rotated[1, 0].tolist() == [[1, 3], [0, 2]]  # 90 degrees counter-clockwise
+    assert rotated[2, 0].tolist() == [[3, 2], [1, 0]]
+    assert rotated[3, 0].tolist() == [[2, 0], [3, 1]]

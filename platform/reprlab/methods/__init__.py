@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from reprlab.methods.barlow_twins import BarlowTwins
 from reprlab.methods.base import Method, MethodArgs
+from reprlab.methods.rotation import Rotation
 from reprlab.methods.simclr import SimCLR
+from reprlab.methods.supervised import Supervised
 from reprlab.methods.vicreg import VICReg
 
 METHODS: dict[str, type[Method]] = {
     "simclr": SimCLR,
     "barlow_twins": BarlowTwins,
     "vicreg": VICReg,
+    "rotation": Rotation,
+    "supervised": Supervised,
 }
 
 

@@ -103,7 +103,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     for epoch in range(state.epoch, job.optim.epochs):
         started = time.perf_counter()
-        loss_sum, images, steps = 0.0, 0, 0
+        sums: dict[str, float] = {}
+        images, steps = 0, 0
         lr = job.optim.lr
         for batch in shard.iter_torch_batches(
             batch_size=per_worker_batch, drop_last=True, device=device, prefetch_batches=2
@@ -121,14 +122,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             method.on_step_end(state.step, total_steps)
             state.step += 1
             steps += 1
-            loss_sum += output["loss"].item()
+            for key, value in output.items():
+                sums[key] = sums.get(key, 0.0) + value.item()
             images += batch["label"].shape[0]
-        loss_sum, images, steps = _sum_across_workers([loss_sum, images, steps], device)
+        *totals, images, steps = _sum_across_workers([*sums.values(), images, steps], device)
         elapsed = time.perf_counter() - started
         state.epoch = epoch + 1
         metrics = {
             "epoch": state.epoch,
-            "train/loss": loss_sum / max(steps, 1),
+            **{
+                f"train/{key}": total / max(steps, 1)
+                for key, total in zip(sums, totals, strict=True)
+            },
             "train/lr": lr,
             "train/images_per_s": images / elapsed,
             "train/epoch_time_s": elapsed,
