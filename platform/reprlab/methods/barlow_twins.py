@@ -7,7 +7,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from reprlab.methods.base import Method, MethodArgs
+from reprlab.methods.base import MethodArgs, TwoViewMethod
 from reprlab.methods.distributed import gather_with_grad
 from reprlab.models.heads import mlp_head
 
@@ -35,18 +35,17 @@ class BarlowTwinsArgs(MethodArgs):
     proj_layers: int = Field(3, ge=1)
 
 
-class BarlowTwins(Method):
+class BarlowTwins(TwoViewMethod):
     """Encoder, a 3-layer projector, and the redundancy-reduction loss between two views."""
 
     Args = BarlowTwinsArgs
 
     def __init__(self, backbone: nn.Module, args: BarlowTwinsArgs) -> None:
-        super().__init__(backbone, args)
-        self.projector = mlp_head(
+        head = mlp_head(
             backbone.num_features, args.proj_hidden_dim, args.proj_dim, args.proj_layers
         )
+        super().__init__(backbone, args, head)
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        z1 = self.projector(self.backbone(batch["view1"]))
-        z2 = self.projector(self.backbone(batch["view2"]))
-        return {"loss": barlow_twins_loss(z1.float(), z2.float(), self.args.lambd)}
+        z1, z2 = self.project_views(batch)
+        return {"loss": barlow_twins_loss(z1, z2, self.args.lambd)}

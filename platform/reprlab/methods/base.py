@@ -22,7 +22,6 @@ class Method(nn.Module):
     momentum/EMA updates and schedules; `embed` gives frozen features for evaluation."""
 
     Args: ClassVar[type[MethodArgs]] = MethodArgs
-    view_keys: ClassVar[tuple[str, ...]] = ("view1", "view2")
 
     def __init__(self, backbone: nn.Module, args: MethodArgs) -> None:
         super().__init__()
@@ -43,3 +42,17 @@ class Method(nn.Module):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Frozen representation of float [B,C,H,W] images in [0, 1]."""
         return self.backbone(images)
+
+
+class TwoViewMethod(Method):
+    """An objective on the projections of the two views: backbone then `projector` for each."""
+
+    def __init__(self, backbone: nn.Module, args: MethodArgs, projector: nn.Module) -> None:
+        super().__init__(backbone, args)
+        self.projector = projector
+
+    def project_views(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """float32 projections (z1, z2) of `view1` and `view2`, for a loss computed in fp32."""
+        z1 = self.projector(self.backbone(batch["view1"]))
+        z2 = self.projector(self.backbone(batch["view2"]))
+        return z1.float(), z2.float()

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from reprlab.methods.base import Method, MethodArgs
+from reprlab.methods.base import MethodArgs, TwoViewMethod
 from reprlab.methods.distributed import gather_with_grad, world_info
 from reprlab.models.heads import mlp_head
 
@@ -43,16 +43,15 @@ class SimCLRArgs(MethodArgs):
     proj_dim: int = Field(128, gt=0)
 
 
-class SimCLR(Method):
+class SimCLR(TwoViewMethod):
     """Encoder f, projection head g, NT-Xent between the projections of two views."""
 
     Args = SimCLRArgs
 
     def __init__(self, backbone: nn.Module, args: SimCLRArgs) -> None:
-        super().__init__(backbone, args)
-        self.projector = mlp_head(backbone.num_features, args.proj_hidden_dim, args.proj_dim)
+        head = mlp_head(backbone.num_features, args.proj_hidden_dim, args.proj_dim)
+        super().__init__(backbone, args, head)
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        z1 = self.projector(self.backbone(batch["view1"]))
-        z2 = self.projector(self.backbone(batch["view2"]))
-        return {"loss": nt_xent_loss(z1.float(), z2.float(), self.args.temperature)}
+        z1, z2 = self.project_views(batch)
+        return {"loss": nt_xent_loss(z1, z2, self.args.temperature)}

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from reprlab.methods.base import Method, MethodArgs
+from reprlab.methods.base import MethodArgs, TwoViewMethod
 from reprlab.methods.distributed import gather_with_grad
 from reprlab.models.heads import mlp_head
 
@@ -50,20 +50,19 @@ class VICRegArgs(MethodArgs):
     proj_layers: int = Field(3, ge=1)
 
 
-class VICReg(Method):
+class VICReg(TwoViewMethod):
     """Encoder, a 3-layer expander, and the variance-invariance-covariance loss."""
 
     Args = VICRegArgs
 
     def __init__(self, backbone: nn.Module, args: VICRegArgs) -> None:
-        super().__init__(backbone, args)
-        self.projector = mlp_head(
+        head = mlp_head(
             backbone.num_features, args.proj_hidden_dim, args.proj_dim, args.proj_layers
         )
+        super().__init__(backbone, args, head)
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        z1 = self.projector(self.backbone(batch["view1"]))
-        z2 = self.projector(self.backbone(batch["view2"]))
+        z1, z2 = self.project_views(batch)
         args = self.args
-        loss = vicreg_loss(z1.float(), z2.float(), args.sim_coeff, args.std_coeff, args.cov_coeff)
+        loss = vicreg_loss(z1, z2, args.sim_coeff, args.std_coeff, args.cov_coeff)
         return {"loss": loss}
