@@ -89,11 +89,13 @@ def run(
 ) -> None:
     """Train a job on Ray, evaluate its encoder, log everything to MLflow."""
     from reprlab.config import ConfigError, load_job
-    from reprlab.train.trainer import job_dataset, run_job
+    from reprlab.train.trainer import job_dataset, resumable_run, run_job
 
     try:
         job = load_job(job_file, overrides or [])
         job_dataset(job)
+        if resume:
+            resumable_run(resume)
     except ConfigError as error:
         _fail(str(error))
     summary = run_job(job, resume=resume)

@@ -51,3 +51,12 @@ def test_split_missing_from_the_dataset_fails_before_ray(tmp_path: Path) -> None
     result = runner.invoke(app, ["run", QUICKSTART, "data.dataset=digits", "data.eval_split=val"])
     assert result.exit_code == 2
     assert "data.eval_split: 'val' is not a split of digits; allowed: train, test" in result.output
+
+
+def test_resume_of_an_unknown_run_fails_before_ray() -> None:
+    runner.invoke(app, ["ingest", "digits"])
+    result = runner.invoke(
+        app, ["run", QUICKSTART, "data.dataset=digits", "--resume", "no-such-run"]
+    )
+    assert result.exit_code == 2
+    assert "--resume: no run named 'no-such-run'" in result.output

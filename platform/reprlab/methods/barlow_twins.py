@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import torch
 from pydantic import Field
-from torch import nn
 
-from reprlab.methods.base import MethodArgs, TwoViewMethod
+from reprlab.methods.base import ProjectionArgs, TwoViewMethod
 from reprlab.methods.distributed import gather_with_grad
-from reprlab.models.heads import mlp_head
 
 
 def _standardize(z: torch.Tensor) -> torch.Tensor:
@@ -28,23 +26,14 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3) -
     return on_diagonal + lambd * off_diagonal
 
 
-class BarlowTwinsArgs(MethodArgs):
+class BarlowTwinsArgs(ProjectionArgs):
     lambd: float = Field(5e-3, gt=0, description="weight of the off-diagonal (redundancy) term")
-    proj_hidden_dim: int = Field(2048, gt=0)
-    proj_dim: int = Field(2048, gt=0)
-    proj_layers: int = Field(3, ge=1)
 
 
 class BarlowTwins(TwoViewMethod):
     """Encoder, a 3-layer projector, and the redundancy-reduction loss between two views."""
 
     Args = BarlowTwinsArgs
-
-    def __init__(self, backbone: nn.Module, args: BarlowTwinsArgs) -> None:
-        head = mlp_head(
-            backbone.num_features, args.proj_hidden_dim, args.proj_dim, args.proj_layers
-        )
-        super().__init__(backbone, args, head)
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         z1, z2 = self.project_views(batch)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+
+from reprlab.models.heads import mlp_head
 
 
 class MethodArgs(BaseModel):
@@ -44,12 +46,24 @@ class Method(nn.Module):
         return self.backbone(images)
 
 
-class TwoViewMethod(Method):
-    """An objective on the projections of the two views: backbone then `projector` for each."""
+class ProjectionArgs(MethodArgs):
+    """Shape of the MLP projector of a two-view method (subclasses set their paper's defaults)."""
 
-    def __init__(self, backbone: nn.Module, args: MethodArgs, projector: nn.Module) -> None:
+    proj_hidden_dim: int = Field(2048, gt=0)
+    proj_dim: int = Field(2048, gt=0)
+    proj_layers: int = Field(3, ge=1)
+
+
+class TwoViewMethod(Method):
+    """An objective on the projections of the two views: backbone then an MLP projector."""
+
+    Args: ClassVar[type[MethodArgs]] = ProjectionArgs
+
+    def __init__(self, backbone: nn.Module, args: ProjectionArgs) -> None:
         super().__init__(backbone, args)
-        self.projector = projector
+        self.projector = mlp_head(
+            backbone.num_features, args.proj_hidden_dim, args.proj_dim, args.proj_layers
+        )
 
     def project_views(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """float32 projections (z1, z2) of `view1` and `view2`, for a loss computed in fp32."""

@@ -6,11 +6,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
-from reprlab.methods.base import MethodArgs, TwoViewMethod
+from reprlab.methods.base import ProjectionArgs, TwoViewMethod
 from reprlab.methods.distributed import gather_with_grad, world_info
-from reprlab.models.heads import mlp_head
 
 
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -37,20 +35,17 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torc
     return F.cross_entropy(logits, positive_index)
 
 
-class SimCLRArgs(MethodArgs):
+class SimCLRArgs(ProjectionArgs):
     temperature: float = Field(0.5, gt=0, description="NT-Xent temperature tau")
     proj_hidden_dim: int = Field(512, gt=0)
     proj_dim: int = Field(128, gt=0)
+    proj_layers: int = Field(2, ge=1)
 
 
 class SimCLR(TwoViewMethod):
     """Encoder f, projection head g, NT-Xent between the projections of two views."""
 
     Args = SimCLRArgs
-
-    def __init__(self, backbone: nn.Module, args: SimCLRArgs) -> None:
-        head = mlp_head(backbone.num_features, args.proj_hidden_dim, args.proj_dim)
-        super().__init__(backbone, args, head)
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         z1, z2 = self.project_views(batch)

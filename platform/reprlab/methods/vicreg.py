@@ -6,11 +6,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
-from reprlab.methods.base import MethodArgs, TwoViewMethod
+from reprlab.methods.base import ProjectionArgs, TwoViewMethod
 from reprlab.methods.distributed import gather_with_grad
-from reprlab.models.heads import mlp_head
 
 
 def _variance_term(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
@@ -41,25 +39,16 @@ def vicreg_loss(
     return sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
 
 
-class VICRegArgs(MethodArgs):
+class VICRegArgs(ProjectionArgs):
     sim_coeff: float = Field(25.0, ge=0)
     std_coeff: float = Field(25.0, ge=0)
     cov_coeff: float = Field(1.0, ge=0)
-    proj_hidden_dim: int = Field(2048, gt=0)
-    proj_dim: int = Field(2048, gt=0)
-    proj_layers: int = Field(3, ge=1)
 
 
 class VICReg(TwoViewMethod):
     """Encoder, a 3-layer expander, and the variance-invariance-covariance loss."""
 
     Args = VICRegArgs
-
-    def __init__(self, backbone: nn.Module, args: VICRegArgs) -> None:
-        head = mlp_head(
-            backbone.num_features, args.proj_hidden_dim, args.proj_dim, args.proj_layers
-        )
-        super().__init__(backbone, args, head)
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         z1, z2 = self.project_views(batch)

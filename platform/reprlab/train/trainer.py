@@ -122,14 +122,24 @@ def build_trainer(
     )
 
 
+def resumable_run(name: str) -> Path:
+    """The storage folder of an earlier run to resume; ConfigError naming the runs there when
+    there is none by that name. Runs before Ray starts."""
+    storage = runs_root() / name
+    if not storage.is_dir():
+        known = sorted(p.name for p in runs_root().glob("*") if p.is_dir()) or ["none yet"]
+        raise ConfigError(
+            f"--resume: no run named '{name}' in {runs_root()}; runs: {', '.join(known)}"
+        )
+    return storage
+
+
 def run_job(job: JobConfig, *, resume: str | None = None) -> RunSummary:
     """Train and evaluate `job`. With `resume=RUN_NAME`, continue that run from its latest
     checkpoint in the same MLflow run."""
     dataset_dir, manifest = job_dataset(job)
     run_name = resume or f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage = runs_root() / run_name
-    if resume and not storage.is_dir():
-        raise FileNotFoundError(f"{storage}: no run named '{resume}' to resume")
+    storage = resumable_run(resume) if resume else runs_root() / run_name
     uri = tracking_uri(job.tracking.tracking_uri)
     run_id = start_run(job, run_name, run_id=_run_record(storage).get("mlflow_run_id"))
     storage.mkdir(parents=True, exist_ok=True)
