@@ -7,10 +7,19 @@ file, the dotted key, the value and what is allowed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from reprlab.methods import METHODS, MethodArgs, method_class
 
@@ -23,22 +32,26 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class AugmentConfig(Strict):
-    """Parameters of the view policy (data/augment.py); all searchable by Ray Tune."""
+Probability = Annotated[float, Field(ge=0, le=1)]
 
-    policy: Literal["simclr"] = "simclr"
+
+class _AugmentBase(Strict):
+    """Fields every view policy has (data/augment.py ViewPolicy)."""
+
+    policy: str
+    mixer: Literal["none", "mixup", "cutmix"] = Field(
+        "none", description="mix view 1 within the batch (supervised jobs): label_mix, mix_weight"
+    )
+    mix_alpha: float = Field(1.0, gt=0, description="mixing weight ~ Beta(mix_alpha, mix_alpha)")
+
+
+class _CropAugment(_AugmentBase):
     crop_scale: tuple[float, float] = (0.2, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip_p: float = Field(0.5, ge=0, le=1)
-    brightness: float = Field(0.4, ge=0, le=1)
-    contrast: float = Field(0.4, ge=0, le=1)
-    saturation: float = Field(0.4, ge=0, le=1)
-    hue: float = Field(0.1, ge=0, le=0.5)
-    jitter_p: float = Field(0.8, ge=0, le=1)
-    grayscale_p: float = Field(0.2, ge=0, le=1)
+    hflip_p: Probability = 0.5
 
     @model_validator(mode="after")
-    def _ranges_ordered(self) -> AugmentConfig:
+    def _ranges_ordered(self) -> _CropAugment:
         low, high = self.crop_scale
         if not 0 < low <= high <= 1:
             raise ValueError(
@@ -49,21 +62,132 @@ class AugmentConfig(Strict):
         return self
 
 
+class _JitterAugment(_CropAugment):
+    brightness: float = Field(0.4, ge=0, le=1)
+    contrast: float = Field(0.4, ge=0, le=1)
+    saturation: float = Field(0.4, ge=0, le=1)
+    hue: float = Field(0.1, ge=0, le=0.5)
+    jitter_p: Probability = 0.8
+    grayscale_p: Probability = 0.2
+
+
+class SimCLRAugmentConfig(_JitterAugment):
+    policy: Literal["simclr"] = "simclr"
+    strength: float | None = Field(
+        None, ge=0, le=1.25, description="sets brightness/contrast/saturation 0.8s, hue 0.2s"
+    )
+    blur_p: Probability = 0.0
+
+    @model_validator(mode="after")
+    def _strength_sets_jitter(self) -> SimCLRAugmentConfig:
+        if self.strength is not None:  # in bounds: strength <= 1.25 keeps them <= 1 and 0.25
+            color, hue = 0.8 * self.strength, 0.2 * self.strength
+            # written past validate_assignment, which would re-run this validator
+            self.__dict__.update(brightness=color, contrast=color, saturation=color, hue=hue)
+        return self
+
+
+class BYOLAugmentConfig(_JitterAugment):
+    policy: Literal["byol"] = "byol"
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    saturation: float = Field(0.2, ge=0, le=1)
+    view1_blur_p: Probability = 1.0
+    view2_blur_p: Probability = 0.1
+    view1_solarize_p: Probability = 0.0
+    view2_solarize_p: Probability = 0.2
+
+
+class MAEAugmentConfig(_CropAugment):
+    policy: Literal["mae"] = "mae"
+
+
+class RandAugmentConfig(_CropAugment):
+    policy: Literal["randaugment"] = "randaugment"
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    num_ops: int = Field(2, ge=0, le=10)
+    magnitude: int = Field(9, ge=0, le=30, description="RandAugment magnitude bin, 0..30")
+
+
+class ThreeAugmentConfig(_CropAugment):
+    policy: Literal["three_augment"] = "three_augment"
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    color_jitter: float = Field(0.3, ge=0, le=1)
+
+
+class _FlipTranslate(_AugmentBase):
+    hflip_p: Probability = 0.5
+    translate: float = Field(0.125, ge=0, le=0.5, description="max shift, fraction of the side")
+    padding_mode: Literal["reflect", "zeros"] = "reflect"
+
+
+class WeakAugmentConfig(_FlipTranslate):
+    policy: Literal["weak"] = "weak"
+
+
+class StrongAugmentConfig(_FlipTranslate):
+    policy: Literal["strong"] = "strong"
+    num_ops: int = Field(2, ge=0, le=10)
+    magnitude: int = Field(10, ge=0, le=30, description="RandAugment magnitude bin, 0..30")
+    cutout: float = Field(0.5, ge=0, le=1, description="Cutout square side, fraction of image")
+
+
+AUGMENT_CONFIGS: dict[str, type[_AugmentBase]] = {
+    "simclr": SimCLRAugmentConfig,
+    "byol": BYOLAugmentConfig,
+    "mae": MAEAugmentConfig,
+    "randaugment": RandAugmentConfig,
+    "three_augment": ThreeAugmentConfig,
+    "weak": WeakAugmentConfig,
+    "strong": StrongAugmentConfig,
+}
+
+
+def _policy_tag(value: Any) -> str:
+    if isinstance(value, dict):
+        return value.get("policy", "simclr")
+    return getattr(value, "policy", "simclr")
+
+
+def _known_policy(value: Any) -> Any:
+    if isinstance(value, dict) and _policy_tag(value) not in AUGMENT_CONFIGS:
+        allowed = ", ".join(repr(name) for name in AUGMENT_CONFIGS)
+        raise ValueError(f"policy: must be one of {allowed}, got {_policy_tag(value)!r}")
+    return value
+
+
+AugmentConfig = Annotated[
+    Annotated[SimCLRAugmentConfig, Tag("simclr")]
+    | Annotated[BYOLAugmentConfig, Tag("byol")]
+    | Annotated[MAEAugmentConfig, Tag("mae")]
+    | Annotated[RandAugmentConfig, Tag("randaugment")]
+    | Annotated[ThreeAugmentConfig, Tag("three_augment")]
+    | Annotated[WeakAugmentConfig, Tag("weak")]
+    | Annotated[StrongAugmentConfig, Tag("strong")],
+    Discriminator(_policy_tag),
+    BeforeValidator(_known_policy),
+]
+"""The view policy (data/augment.py) chosen by `policy` (default simclr), with that policy's
+own fields; all searchable by Ray Tune."""
+
+
 class DataConfig(Strict):
     dataset: str = "mnist5k"
     train_split: str = "train"
     eval_split: str = "test"
     image_size: int = Field(28, gt=0, le=1024)
     batch_size: int = Field(256, ge=2, description="global batch, split evenly across workers")
-    augment: AugmentConfig = AugmentConfig()
+    augment: AugmentConfig = SimCLRAugmentConfig()
     map_batch_size: int = Field(1024, gt=0, description="rows per Ray Data augmentation task")
     cache: bool = Field(True, description="keep shard rows in the object store across epochs")
     data_cpus: float = Field(1.0, gt=0, description="CPUs Ray Data may use beside the trainers")
 
 
 class ModelConfig(Strict):
-    backbone: Literal["conv4", "resnet18", "resnet50"] = "conv4"
+    backbone: Literal["conv4", "resnet18", "resnet50", "vit_mini", "vit_tiny", "vit_small"] = (
+        "conv4"
+    )
     width: int | None = Field(None, gt=0, description="conv4 filters per layer (default 64)")
+    patch_size: int = Field(4, gt=0, description="ViT patch side; must divide data.image_size")
     global_bn: bool = Field(False, description="batch-norm statistics over all workers' batches")
 
 
@@ -87,6 +211,11 @@ class ScalingConfig(Strict):
 class EvalConfig(Strict):
     linear_probe: bool = True
     knn: bool = True
+    online_linear: bool = Field(
+        True, description="train a linear head on detached features; report online_linear_acc"
+    )
+    online_linear_lr: float = Field(0.01, gt=0, description="peak LR of the online classifier")
+    knn_every: int = Field(0, ge=0, description="kNN accuracy every N epochs in training; 0 off")
     knn_k: int = Field(20, gt=0)
     knn_temperature: float = Field(0.07, gt=0)
 
@@ -134,6 +263,22 @@ class JobConfig(Strict):
             )
         return self
 
+    @model_validator(mode="after")
+    def _backbone_fits(self) -> JobConfig:
+        backbone = self.model.backbone
+        if backbone.startswith("vit") and self.data.image_size % self.model.patch_size:
+            raise ValueError(
+                f"model.patch_size: must divide data.image_size ({self.data.image_size}), "
+                f"got {self.model.patch_size}"
+            )
+        allowed = getattr(method_class(self.method), "backbones", None)
+        if allowed is not None and backbone not in allowed:
+            names = ", ".join(repr(name) for name in allowed)
+            raise ValueError(
+                f"model.backbone: method {self.method!r} needs one of {names}, got {backbone!r}"
+            )
+        return self
+
     def parsed_method_args(self) -> MethodArgs:
         """The method's own validated args model."""
         return method_class(self.method).Args.model_validate(self.method_args)
@@ -151,12 +296,13 @@ _MESSAGES = {
 
 
 def _describe(error: dict, model: type[BaseModel], prefix: str = "") -> str:
-    """One pydantic error as `dotted.key: what is allowed, got VALUE`."""
-    location = [str(part) for part in error["loc"]]
+    """One pydantic error as `dotted.key: what is allowed, got VALUE`; the tag pydantic puts in
+    the location of a discriminated union's member (which policy failed) is left out."""
+    location, _ = _resolve(model, error["loc"])
     key = ".".join(([prefix] if prefix else []) + location) or "<job>"
     kind, ctx = error["type"], error.get("ctx", {})
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(model, location[:-1])
+        allowed = _allowed_keys(model, error["loc"][:-1])
         hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
         return f"{key}: unknown key{hint}"
     message = error["msg"].removeprefix("Value error, ")
@@ -167,14 +313,33 @@ def _describe(error: dict, model: type[BaseModel], prefix: str = "") -> str:
     return f"{key}: {message}, got {error.get('input')!r}"
 
 
-def _allowed_keys(model: type[BaseModel], path: list[str]) -> list[str]:
+def _allowed_keys(model: type[BaseModel], path: tuple | list) -> list[str]:
+    return sorted(getattr(_resolve(model, path)[1], "model_fields", {}))
+
+
+def _resolve(model: type[BaseModel], location: tuple | list) -> tuple[list[str], Any]:
+    """The keys of a pydantic error location without union tags, and the type it leads to."""
+    keys: list[str] = []
     current: Any = model
-    for part in path:
+    for part in location:
+        members = _tagged_members(current)
+        if part in members:
+            current = members[part]
+            continue
+        keys.append(str(part))
         field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        current = field.annotation
-    return sorted(getattr(current, "model_fields", {}))
+        current = field.annotation if field is not None else None
+    return keys, current
+
+
+def _tagged_members(annotation: Any) -> dict[str, Any]:
+    """tag -> model for a union of `Annotated[Model, Tag(tag)]` members; empty otherwise."""
+    members = {}
+    for member in get_args(annotation):
+        if get_origin(member) is Annotated:
+            target, *metadata = get_args(member)
+            members.update({item.tag: target for item in metadata if isinstance(item, Tag)})
+    return members
 
 
 def validate_job(raw: Any, source: str = "<job>") -> JobConfig:

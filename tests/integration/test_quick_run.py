@@ -39,14 +39,17 @@ def corrupt_first_train_row(dataset_dir: Path) -> None:
     manifest_path.write_text(json.dumps(manifest))
 
 
-def quick_job(epochs: int):
+def quick_job(epochs: int, method: str = "simclr", method_args: dict | None = None):
     return validate_job(
         {
             "name": "itest",
+            "method": method,
+            "method_args": method_args or {},
             "data": {"dataset": "digits", "image_size": 16, "batch_size": 64},
             "model": {"backbone": "conv4", "width": 16},
             "optim": {"epochs": epochs, "warmup_epochs": 0},
             "scaling": {"num_workers": 2},
+            "eval": {"knn_every": 1},
             "tracking": {"experiment": "itest", "augment_grid_pairs": 4},
         }
     )
@@ -63,6 +66,8 @@ def test_run_then_resume(ray_cluster) -> None:
     for key in ("train/loss", "train/lr", "train/images_per_s", "train/epoch_time_s"):
         assert metrics[key] > 0, key
     assert metrics["data/bad_rows"] == 1
+    assert 0.2 < metrics["online_linear_acc"] <= 1.0  # held-out accuracy of the online head
+    assert 0.3 < metrics["knn_acc"] <= 1.0
     assert 0.5 < metrics["eval/linear_probe_acc"] <= 1.0  # far above 10 % chance
     assert 0.3 < metrics["eval/knn_acc"] <= 1.0
     assert run.data.params["method"] == "simclr"
@@ -80,4 +85,18 @@ def test_run_then_resume(ray_cluster) -> None:
     assert resumed.run_id == first.run_id
     history = client.get_metric_history(first.run_id, "epoch")
     assert sorted(m.value for m in history) == [1, 2]  # epoch 1 was not trained again
+    online = client.get_metric_history(first.run_id, "online_linear_acc")
+    assert sorted(m.step for m in online) == [1, 2]
     assert client.get_run(first.run_id).info.status == "FINISHED"
+
+
+def test_momentum_method_with_queue_runs_on_two_workers(ray_cluster) -> None:
+    """MoCo v2 gathers keys across workers inside the DDP forward and moves its momentum
+    encoder after every step; the run must finish and learn something."""
+    ingest("digits")
+    args = {"queue_size": 256, "proj_hidden_dim": 64, "proj_dim": 32, "base_momentum": 0.9}
+    result = run_job(quick_job(epochs=2, method="moco_v2", method_args=args))
+    run = MlflowClient(result.tracking_uri).get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["train/loss"] > 0
+    assert 0.5 < run.data.metrics["eval/linear_probe_acc"] <= 1.0

@@ -15,7 +15,8 @@ import ray
 import torch
 from ray.data import ExecutionOptions, ExecutionResources
 
-from reprlab.data.augment import POLICIES, SimCLRAugment, two_views
+from reprlab.data.augment import POLICIES, ViewPolicy, two_views
+from reprlab.data.mix import mix_batch
 from reprlab.data.shards import decode_images, load_manifest, shard_paths
 
 
@@ -43,10 +44,12 @@ def augment_views(
     batch: dict[str, np.ndarray],
     *,
     shape: tuple[int, int, int],
-    policy: SimCLRAugment,
+    policy: ViewPolicy,
     counter_name: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """One Ray Data batch of shard rows -> `view1`, `view2` (uint8 [B,C,S,S]) and `label`.
+    """One Ray Data batch of shard rows -> `view1`, `view2` (uint8 [B,C,S,S]) and `label`; with
+    the policy's mixer, `view1` is mixed within the batch and `label_mix` (the partner's label,
+    int64) and `mix_weight` (the own label's weight, float32) come too.
 
     Rows whose image cannot be decoded are dropped and counted; rows are shuffled within the
     batch so training batches mix differently every epoch. Randomness is fresh per call:
@@ -60,20 +63,28 @@ def augment_views(
     order = torch.randperm(images.shape[0], generator=gen)
     view1, view2 = two_views(torch.from_numpy(images)[order], policy, gen)
     labels = np.asarray(batch["label"])[ok][order.numpy()]
-    return {"view1": view1.numpy(), "view2": view2.numpy(), "label": labels}
+    columns = {"view2": view2.numpy(), "label": labels}
+    if policy.mixer != "none":
+        view1, partner, weight = mix_batch(view1, policy.mixer, policy.mix_alpha, gen)
+        columns["label_mix"] = labels[partner.numpy()].astype(np.int64)
+        columns["mix_weight"] = weight.numpy()
+    return {"view1": view1.numpy(), **columns}
 
 
-def build_policy(augment: dict, image_size: int) -> SimCLRAugment:
-    """The view policy named in a job's `data.augment` section."""
-    params = dict(augment)
-    policy = POLICIES[params.pop("policy")]
+def build_policy(augment: dict, image_size: int) -> ViewPolicy:
+    """The view policy named in a job's `data.augment` section (its fields, lists as tuples),
+    making views of `image_size`."""
+    params = {
+        key: tuple(value) if isinstance(value, list) else value for key, value in augment.items()
+    }
+    policy = POLICIES[params.pop("policy", "simclr")]
     return policy(size=image_size, **params)
 
 
 def view_dataset(
     dataset_dir: Path,
     split: str,
-    policy: SimCLRAugment,
+    policy: ViewPolicy,
     *,
     map_batch_size: int = 1024,
     counter_name: str | None = None,
@@ -99,6 +110,13 @@ def view_dataset(
         batch_format="numpy",
         fn_kwargs={"shape": shape, "policy": policy, "counter_name": counter_name},
     )
+
+
+def row_dataset(dataset_dir: Path, split: str) -> ray.data.Dataset:
+    """The plain `image` and `label` rows of one split, read once into the object store: what
+    the per-epoch monitors embed (no augmentation)."""
+    rows = ray.data.read_parquet(shard_paths(dataset_dir, split)).select_columns(["image", "label"])
+    return rows.materialize()
 
 
 def ingest_options(data_cpus: float) -> ExecutionOptions:

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from reprlab.methods.barlow_twins import BarlowTwins
 from reprlab.methods.base import Method, MethodArgs
+from reprlab.methods.byol import BYOL
+from reprlab.methods.moco_v2 import MoCoV2
+from reprlab.methods.moco_v3 import MoCoV3
 from reprlab.methods.rotation import Rotation
 from reprlab.methods.simclr import SimCLR
+from reprlab.methods.simsiam import SimSiam
 from reprlab.methods.supervised import Supervised
 from reprlab.methods.vicreg import VICReg
 
 METHODS: dict[str, type[Method]] = {
     "simclr": SimCLR,
+    "moco_v2": MoCoV2,
+    "moco_v3": MoCoV3,
+    "byol": BYOL,
+    "simsiam": SimSiam,
     "barlow_twins": BarlowTwins,
     "vicreg": VICReg,
     "rotation": Rotation,

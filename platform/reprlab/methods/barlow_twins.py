@@ -36,5 +36,5 @@ class BarlowTwins(TwoViewMethod):
     Args = BarlowTwinsArgs
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        z1, z2 = self.project_views(batch)
-        return {"loss": barlow_twins_loss(z1, z2, self.args.lambd)}
+        features, z1, z2 = self.project_views(batch)
+        return {"loss": barlow_twins_loss(z1, z2, self.args.lambd), "features": features}

@@ -52,6 +52,7 @@ class ProjectionArgs(MethodArgs):
     proj_hidden_dim: int = Field(2048, gt=0)
     proj_dim: int = Field(2048, gt=0)
     proj_layers: int = Field(3, ge=1)
+    proj_last_bn: bool = Field(False, description="parameter-free BatchNorm on the projection")
 
 
 class TwoViewMethod(Method):
@@ -62,11 +63,19 @@ class TwoViewMethod(Method):
     def __init__(self, backbone: nn.Module, args: ProjectionArgs) -> None:
         super().__init__(backbone, args)
         self.projector = mlp_head(
-            backbone.num_features, args.proj_hidden_dim, args.proj_dim, args.proj_layers
+            backbone.num_features,
+            args.proj_hidden_dim,
+            args.proj_dim,
+            args.proj_layers,
+            last_bn=args.proj_last_bn,
         )
 
-    def project_views(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """float32 projections (z1, z2) of `view1` and `view2`, for a loss computed in fp32."""
-        z1 = self.projector(self.backbone(batch["view1"]))
+    def project_views(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(detached features of `view1`, for the online probe; float32 projections z1, z2 of
+        `view1` and `view2`, for a loss computed in fp32)."""
+        h1 = self.backbone(batch["view1"])
+        z1 = self.projector(h1)
         z2 = self.projector(self.backbone(batch["view2"]))
-        return z1.float(), z2.float()
+        return h1.detach(), z1.float(), z2.float()

@@ -21,3 +21,14 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     if world_info()[1] == 1:
         return x
     return torch.cat(dist_fn.all_gather(x), dim=0)
+
+
+@torch.no_grad()
+def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` from every worker along dim 0, in rank order, without gradients (keys of
+    a momentum encoder)."""
+    if world_info()[1] == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world_info()[1])]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)

@@ -28,6 +28,11 @@ class Rotation(Method):
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         images, labels = rotate_four_ways(batch["view1"])
-        logits = self.classifier(self.backbone(images)).float()
+        features = self.backbone(images)
+        logits = self.classifier(features).float()
         accuracy = (logits.argmax(1) == labels).float().mean()
-        return {"loss": F.cross_entropy(logits, labels), "rotation_acc": accuracy.detach()}
+        return {
+            "loss": F.cross_entropy(logits, labels),
+            "rotation_acc": accuracy.detach(),
+            "features": features[: batch["view1"].shape[0]].detach(),
+        }

@@ -48,5 +48,5 @@ class SimCLR(TwoViewMethod):
     Args = SimCLRArgs
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        z1, z2 = self.project_views(batch)
-        return {"loss": nt_xent_loss(z1, z2, self.args.temperature)}
+        features, z1, z2 = self.project_views(batch)
+        return {"loss": nt_xent_loss(z1, z2, self.args.temperature), "features": features}

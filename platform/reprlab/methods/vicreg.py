@@ -51,7 +51,7 @@ class VICReg(TwoViewMethod):
     Args = VICRegArgs
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        z1, z2 = self.project_views(batch)
+        features, z1, z2 = self.project_views(batch)
         args = self.args
         loss = vicreg_loss(z1, z2, args.sim_coeff, args.std_coeff, args.cov_coeff)
-        return {"loss": loss}
+        return {"loss": loss, "features": features}

@@ -1,5 +1,5 @@
-"""Checkpoints: the method's weights, the optimiser and the position in training, in one file,
-written into the directory Ray Train persists each epoch."""
+"""Checkpoints: the trained module's weights (method and online head), the optimiser and the
+position in training, in one file, written into the directory Ray Train persists each epoch."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ class TrainState:
 
 
 def save_checkpoint(
-    directory: Path, method: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState
+    directory: Path, module: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState
 ) -> Path:
-    """Write method, optimiser and state into `directory`; returns the file."""
+    """Write module, optimiser and state into `directory`; returns the file."""
     path = Path(directory) / STATE_FILE
     payload = {
-        "method": method.state_dict(),
+        "module": module.state_dict(),
         "optimizer": optimizer.state_dict(),
         "state": asdict(state),
     }
@@ -35,14 +35,14 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    directory: Path, method: nn.Module, optimizer: torch.optim.Optimizer | None = None
+    directory: Path, module: nn.Module, optimizer: torch.optim.Optimizer | None = None
 ) -> TrainState:
     """Restore weights (and the optimiser when given) from `directory`; returns the state."""
     path = Path(directory) / STATE_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no reprlab checkpoint here (expected {STATE_FILE})")
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    method.load_state_dict(payload["method"])
+    module.load_state_dict(payload["module"])
     if optimizer is not None:
         optimizer.load_state_dict(payload["optimizer"])
     return TrainState(**payload["state"])

@@ -22,6 +22,9 @@ from reprlab.models.backbones import build_backbone
 from reprlab.models.norm import global_batch_norm
 from reprlab.tracking.mlflow import RankZeroLogger
 from reprlab.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from reprlab.train.online import TrainingModule, evaluate_online
+
+ONLINE_METRICS = ("online_linear_acc", "knn_acc")
 
 
 def make_method(job: JobConfig, in_chans: int) -> Method:
@@ -31,16 +34,30 @@ def make_method(job: JobConfig, in_chans: int) -> Method:
     return method_class(job.method)(backbone, job.parsed_method_args())
 
 
-def make_optimizer(job: JobConfig, method: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW or SGD over all trainable parameters; no weight decay on norms and biases."""
+def make_training_module(job: JobConfig, in_chans: int, num_classes: int) -> TrainingModule:
+    """The job's method plus its online linear classifier when `eval.online_linear` is on."""
+    return TrainingModule(
+        make_method(job, in_chans), num_classes if job.eval.online_linear else None
+    )
+
+
+def make_optimizer(job: JobConfig, module: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW or SGD over all trainable parameters; no weight decay on norms and biases. The
+    online classifier (`head`, when there is one) gets its own group at `eval.online_linear_lr`
+    without decay, as solo-learn's does, so the monitor is useful from the first epochs."""
+    head = getattr(module, "head", None)
+    head_ids = {id(p) for p in head.parameters()} if head is not None else set()
     decay, no_decay = [], []
-    for parameter in method.parameters():
-        if parameter.requires_grad:
+    for parameter in module.parameters():
+        if parameter.requires_grad and id(parameter) not in head_ids:
             (no_decay if parameter.ndim <= 1 else decay).append(parameter)
     groups = [
-        {"params": decay, "weight_decay": job.optim.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": decay, "weight_decay": job.optim.weight_decay, "lr_scale": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
     ]
+    if head is not None:
+        scale = job.eval.online_linear_lr / job.optim.lr
+        groups.append({"params": list(head.parameters()), "weight_decay": 0.0, "lr_scale": scale})
     if job.optim.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=job.optim.lr, momentum=job.optim.momentum)
     return torch.optim.AdamW(groups, lr=job.optim.lr)
@@ -80,22 +97,25 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         torch.set_num_threads(job.scaling.torch_threads)
     device = ray.train.torch.get_device()
 
-    method = make_method(job, config["in_chans"])
-    optimizer = make_optimizer(job, method)
+    module = make_training_module(job, config["in_chans"], config["num_classes"])
+    method = module.method
+    optimizer = make_optimizer(job, module)
     state = TrainState()
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = load_checkpoint(Path(directory), method, optimizer)
+            state = load_checkpoint(Path(directory), module, optimizer)
     if world > 1 and job.model.global_bn:
-        global_batch_norm(method, job.scaling.use_gpu)
-    model = ray.train.torch.prepare_model(method)
+        global_batch_norm(module, job.scaling.use_gpu)
+    model = ray.train.torch.prepare_model(module)
 
     per_worker_batch = job.data.batch_size // world
     steps_per_epoch = max(1, config["train_rows"] // world // per_worker_batch)
     total_steps = steps_per_epoch * job.optim.epochs
     warmup_steps = int(job.optim.warmup_epochs * steps_per_epoch)
     shard = ray.train.get_dataset_shard("train")
+    eval_shard = ray.train.get_dataset_shard("eval") if "eval" in config["datasets"] else None
+    bank_shard = ray.train.get_dataset_shard("bank") if "bank" in config["datasets"] else None
     logger = RankZeroLogger(config.get("run_id"), config["tracking_uri"], rank)
     counter = bad_row_counter(config["counter_name"]) if rank == 0 else None
     bad_rows_before = ray.get(counter.value.remote()) if counter else 0
@@ -111,11 +131,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ):
             lr = warmup_cosine_lr(state.step, total_steps, warmup_steps, job.optim.lr)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             with autocast:
                 output = model(images_to_float(batch))
             optimizer.zero_grad(set_to_none=True)
-            output["loss"].backward()
+            output.pop("objective").backward()
             if job.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), job.optim.grad_clip)
             optimizer.step()
@@ -138,24 +158,37 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "train/images_per_s": images / elapsed,
             "train/epoch_time_s": elapsed,
         }
+        if eval_shard is not None:
+            knn_due = bank_shard is not None and state.epoch % job.eval.knn_every == 0
+            metrics |= evaluate_online(
+                module,
+                eval_shard,
+                bank_shard if knn_due else None,
+                shape=tuple(config["image_shape"]),
+                image_size=job.data.image_size,
+                knn_k=job.eval.knn_k,
+                knn_temperature=job.eval.knn_temperature,
+                device=device,
+            )
         if counter is not None:
             bad_rows_total = ray.get(counter.value.remote())
             metrics["data/bad_rows"] = bad_rows_total - bad_rows_before
             bad_rows_before = bad_rows_total
-        _report(metrics, method, optimizer, state, rank)
+        _report(metrics, module, optimizer, state, rank)
         logger.log(metrics, step=state.epoch)
         if rank == 0:
             print(
                 f"[reprlab] epoch {state.epoch}/{job.optim.epochs} "
                 f"loss {metrics['train/loss']:.4f} lr {lr:.2e} "
-                f"{metrics['train/images_per_s']:.0f} img/s {elapsed:.1f}s",
+                f"{metrics['train/images_per_s']:.0f} img/s {elapsed:.1f}s"
+                + "".join(f" {key} {metrics[key]:.3f}" for key in ONLINE_METRICS if key in metrics),
                 flush=True,
             )
 
 
 def _report(
     metrics: dict[str, float],
-    method: Method,
+    module: TrainingModule,
     optimizer: torch.optim.Optimizer,
     state: TrainState,
     rank: int,
@@ -164,6 +197,6 @@ def _report(
     with tempfile.TemporaryDirectory() as directory:
         checkpoint = None
         if rank == 0:
-            save_checkpoint(Path(directory), method, optimizer, state)
+            save_checkpoint(Path(directory), module, optimizer, state)
             checkpoint = ray.train.Checkpoint.from_directory(directory)
         ray.train.report(metrics, checkpoint=checkpoint)

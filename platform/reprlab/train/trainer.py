@@ -17,13 +17,19 @@ from ray.train.torch import TorchTrainer
 from reprlab.config import ConfigError, JobConfig
 from reprlab.data.augment import SimCLRAugment
 from reprlab.data.catalog import reprlab_home, resolve_dataset
-from reprlab.data.pipeline import bad_row_counter, build_policy, ingest_options, view_dataset
+from reprlab.data.pipeline import (
+    bad_row_counter,
+    build_policy,
+    ingest_options,
+    row_dataset,
+    view_dataset,
+)
 from reprlab.data.shards import verify_dataset
 from reprlab.eval.features import evaluate_encoder
 from reprlab.tracking.figures import log_view_pairs
 from reprlab.tracking.mlflow import log_encoder, start_run, tracked, tracking_uri
 from reprlab.train.checkpoint import load_checkpoint
-from reprlab.train.loop import make_method, train_loop_per_worker
+from reprlab.train.loop import make_training_module, train_loop_per_worker
 
 RUN_RECORD = "reprlab_run.json"
 
@@ -86,14 +92,32 @@ def build_trainer(
     run_name: str,
     run_context: dict,
 ) -> TorchTrainer:
-    """The TorchTrainer for `job`: its view pipeline as the "train" dataset, workers and CPU
+    """The TorchTrainer for `job`: its view pipeline as the "train" dataset (plus the plain
+    held-out rows as "eval" and train rows as "bank" for the online monitors), workers and CPU
     budget from `scaling`, checkpoints under runs_root()/run_name (where a restart resumes)."""
+    datasets = {
+        "train": view_dataset(
+            dataset_dir,
+            job.data.train_split,
+            policy,
+            map_batch_size=job.data.map_batch_size,
+            counter_name=run_context.get("counter_name"),
+            cache=job.data.cache,
+        )
+    }
+    if job.eval.online_linear or job.eval.knn_every:
+        datasets["eval"] = row_dataset(dataset_dir, job.data.eval_split)
+    if job.eval.knn_every:
+        datasets["bank"] = row_dataset(dataset_dir, job.data.train_split)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "job": job.model_dump(mode="json"),
             "in_chans": manifest["image_shape"][2],
+            "image_shape": manifest["image_shape"],
+            "num_classes": len(manifest["classes"]),
             "train_rows": manifest["splits"][job.data.train_split]["count"],
+            "datasets": sorted(datasets),
             **run_context,
         },
         scaling_config=ray.train.ScalingConfig(
@@ -103,16 +127,7 @@ def build_trainer(
             if job.scaling.use_gpu
             else {"CPU": job.scaling.cpus_per_worker},
         ),
-        datasets={
-            "train": view_dataset(
-                dataset_dir,
-                job.data.train_split,
-                policy,
-                map_batch_size=job.data.map_batch_size,
-                counter_name=run_context.get("counter_name"),
-                cache=job.data.cache,
-            )
-        },
+        datasets=datasets,
         dataset_config=ray.train.DataConfig(execution_options=ingest_options(job.data.data_cpus)),
         run_config=ray.train.RunConfig(
             name=run_name,
@@ -170,9 +185,10 @@ def run_job(job: JobConfig, *, resume: str | None = None) -> RunSummary:
             result = trainer.fit()
         finally:
             ray.kill(counter)
-        method = make_method(job, manifest["image_shape"][2])
+        module = make_training_module(job, manifest["image_shape"][2], len(manifest["classes"]))
         with result.checkpoint.as_directory() as directory:
-            load_checkpoint(Path(directory), method)
+            load_checkpoint(Path(directory), module)
+        method = module.method
         metrics = evaluate_encoder(method, dataset_dir, job)
         mlflow.log_metrics(metrics)
         if job.tracking.log_model:

@@ -1,0 +1,130 @@
+"""Evaluation during pretraining: an online linear classifier on detached features (as in
+solo-learn and the SimCLR code) and a periodic kNN monitor, both on the held-out split.
+
+They are the cheap per-epoch signal a Tune search optimises; the final linear probe and kNN
+of eval/ remain the reported numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import ray.train
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from reprlab.data.augment import to_float_nchw
+from reprlab.data.shards import decode_images
+from reprlab.eval.knn import knn_accuracy
+from reprlab.methods import Method
+
+
+class TrainingModule(nn.Module):
+    """What DDP wraps: the method and, when `num_classes` is given, a linear classifier trained
+    on the method's detached `view1` features with labelled rows (label >= 0). Its gradients
+    never reach the encoder, so the method trains exactly as it would alone."""
+
+    def __init__(self, method: Method, num_classes: int | None) -> None:
+        super().__init__()
+        self.method = method
+        self.head = nn.Linear(method.backbone.num_features, num_classes) if num_classes else None
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The method's outputs, `objective` (what to back-propagate) and the probe's metrics."""
+        output = dict(self.method(batch))
+        features = output.pop("features", None)
+        if self.head is None:
+            return {**output, "objective": output["loss"]}
+        if features is None:
+            features = self.method.embed(batch["view1"])
+        logits = self.head(features.detach()).float()
+        labels = batch["label"].long()
+        labelled = labels >= 0
+        count = labelled.sum().clamp(min=1)
+        probe_loss = F.cross_entropy(logits, labels, ignore_index=-1, reduction="sum") / count
+        correct = ((logits.argmax(dim=1) == labels) & labelled).sum()
+        return {
+            **output,
+            "online_linear_loss": probe_loss.detach(),
+            "online_linear_acc": (correct / count).detach(),
+            "objective": output["loss"] + probe_loss,
+        }
+
+
+def _all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Rows from every worker (shards may differ in length), concatenated in rank order."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return tensor
+    parts: list[torch.Tensor | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, tensor.cpu())
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def _embed_shard(
+    module: TrainingModule,
+    shard: ray.train.DataIterator,
+    shape: tuple[int, int, int],
+    image_size: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen features (float32, CPU) and labels of this worker's rows of a plain split."""
+    features, labels = [], []
+    for batch in shard.iter_batches(batch_size=512, batch_format="numpy"):
+        images, ok = decode_images(batch["image"], shape)
+        x = to_float_nchw(torch.from_numpy(images)).to(device)
+        if x.shape[-1] != image_size or x.shape[-2] != image_size:
+            x = F.interpolate(x, size=image_size, mode="bilinear", antialias=True)
+        features.append(module.method.embed(x).float().cpu())
+        labels.append(torch.from_numpy(np.asarray(batch["label"])[ok]).long())
+    if not features:
+        return torch.zeros(0, module.method.backbone.num_features), torch.zeros(0).long()
+    return torch.cat(features), torch.cat(labels)
+
+
+def evaluate_online(
+    module: TrainingModule,
+    eval_shard: ray.train.DataIterator,
+    bank_shard: ray.train.DataIterator | None,
+    *,
+    shape: tuple[int, int, int],
+    image_size: int,
+    knn_k: int,
+    knn_temperature: float,
+    device: torch.device,
+) -> dict[str, float]:
+    """`online_linear_acc` of the online head and, given a train-split `bank_shard`, `knn_acc`,
+    both on the held-out rows of every worker (counts summed across workers)."""
+    was_training = module.training
+    module.eval()
+    test_x, test_y = _embed_shard(module, eval_shard, shape, image_size, device)
+    counts = [float(len(test_y))]
+    if module.head is not None:
+        logits = module.head(test_x.to(device)).float().cpu()
+        counts.append(float((logits.argmax(dim=1) == test_y).sum()))
+    if bank_shard is not None:
+        bank_x, bank_y = _embed_shard(module, bank_shard, shape, image_size, device)
+        bank_x, bank_y = _all_gather_rows(bank_x), _all_gather_rows(bank_y)
+        correct = 0.0
+        if len(test_y):
+            accuracy = knn_accuracy(
+                bank_x.numpy(),
+                bank_y.numpy(),
+                test_x.numpy(),
+                test_y.numpy(),
+                knn_k,
+                knn_temperature,
+            )
+            correct = accuracy * len(test_y)
+        counts.append(correct)
+    module.train(was_training)
+    total = torch.tensor(counts, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(total)
+    rates = (total[1:] / total[0].clamp(min=1)).tolist()
+    metrics = {}
+    if module.head is not None:
+        metrics["online_linear_acc"] = rates.pop(0)
+    if bank_shard is not None:
+        metrics["knn_acc"] = rates.pop(0)
+    return metrics
