@@ -114,6 +114,38 @@ def run(
     )
 
 
+@app.command("augment-preview")
+def augment_preview(
+    job_file: Annotated[Path, typer.Argument(help="job YAML, e.g. jobs/quickstart.yaml")],
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="dotted key=value overrides, e.g. data.augment.policy=byol"),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="PNG to write [default: ./<job name>-augment.png]")
+    ] = None,
+    pairs: Annotated[int, typer.Option(min=1, help="images (rows) to show")] = 8,
+    seed: Annotated[int, typer.Option(help="seed of the views")] = 0,
+) -> None:
+    """Write a PNG grid of the job's augmentation: original, view 1, view 2 per row."""
+    from reprlab.config import ConfigError, load_job
+    from reprlab.data.pipeline import build_policy
+    from reprlab.tracking.figures import policy_figure
+    from reprlab.train.trainer import job_dataset
+
+    try:
+        job = load_job(job_file, overrides or [])
+        dataset_dir, _ = job_dataset(job)
+    except ConfigError as error:
+        _fail(str(error))
+    policy = build_policy(job.data.augment.model_dump(), job.data.image_size)
+    figure = policy_figure(dataset_dir, job.data.train_split, policy, pairs, seed)
+    path = out or Path(f"{job.name}-augment.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    console.print(str(path), highlight=False, soft_wrap=True)
+
+
 @app.command()
 def ui(
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,

@@ -192,10 +192,12 @@ class ModelConfig(Strict):
 
 
 class OptimConfig(Strict):
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    optimizer: Literal["adamw", "sgd", "lars"] = "adamw"
     lr: float = Field(1e-3, gt=0, description="learning rate at the global batch size")
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
+    lars_eta: float = Field(0.02, gt=0, description="LARS trust coefficient")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas (MAE: 0.9, 0.95)")
     epochs: int = Field(10, gt=0)
     warmup_epochs: float = Field(1.0, ge=0)
     grad_clip: float | None = Field(None, gt=0)

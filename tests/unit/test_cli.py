@@ -13,7 +13,7 @@ runner = CliRunner()
 QUICKSTART = str(Path(__file__).parents[2] / "jobs" / "quickstart.yaml")
 
 
-@pytest.mark.parametrize("verb", ["ingest", "datasets", "run", "ui"])
+@pytest.mark.parametrize("verb", ["ingest", "datasets", "run", "augment-preview", "ui"])
 def test_every_verb_has_help(verb: str) -> None:
     result = runner.invoke(app, [verb, "--help"])
     assert result.exit_code == 0
@@ -60,3 +60,25 @@ def test_resume_of_an_unknown_run_fails_before_ray() -> None:
     )
     assert result.exit_code == 2
     assert "--resume: no run named 'no-such-run'" in result.output
+
+
+@pytest.mark.parametrize("policy", ["simclr", "byol", "randaugment"])
+def test_augment_preview_writes_a_png_of_the_jobs_views(tmp_path: Path, policy: str) -> None:
+    runner.invoke(app, ["ingest", "digits"])
+    out = tmp_path / "preview" / "views.png"
+    overrides = ["data.dataset=digits", "data.image_size=16", f"data.augment.policy={policy}"]
+    result = runner.invoke(
+        app, ["augment-preview", QUICKSTART, *overrides, "--out", str(out), "--pairs", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    assert str(out) in result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_augment_preview_of_a_bad_job_fails_with_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "views.png"
+    override = "data.augment.blur_p=2"
+    result = runner.invoke(app, ["augment-preview", QUICKSTART, override, "--out", str(out)])
+    assert result.exit_code == 2
+    assert "data.augment.blur_p: must be <= 1.0, got 2" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()

@@ -12,6 +12,7 @@ import torch
 from reprlab.config import JobConfig
 from reprlab.models.backbones import build_backbone
 from reprlab.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from reprlab.train.lars import LARS
 from reprlab.train.loop import images_to_float, make_method, make_optimizer, warmup_cosine_lr
 
 
@@ -114,3 +115,29 @@ def test_rotate_four_ways_labels_each_rotation() -> None:
     assert rotated[1, 0].tolist() == [[1, 3], [0, 2]]  # 90 degrees counter-clockwise
     assert rotated[2, 0].tolist() == [[3, 2], [1, 0]]
     assert rotated[3, 0].tolist() == [[2, 0], [3, 1]]
+
+
+def test_lars_step_scales_by_trust_ratio_and_skips_excluded_groups() -> None:
+    """Two steps by hand: u = g + wd w; u *= eta ||w|| / ||u|| (LARS groups only); buffer =
+    m buffer + u; w -= lr buffer."""
+    weight = torch.tensor([[3.0, 4.0]], requires_grad=True)
+    bias = torch.tensor([1.0], requires_grad=True)
+    optimizer = LARS(
+        [{"params": [weight]}, {"params": [bias], "lars": False, "weight_decay": 0.0}],
+        lr=0.5,
+        momentum=0.9,
+        weight_decay=0.1,
+        eta=0.02,
+    )
+    expected_w, expected_b = weight.detach().clone(), bias.detach().clone()
+    buffer_w = buffer_b = None
+    for grad_w, grad_b in ([[0.0, 1.0]], [2.0]), ([[1.0, 1.0]], [-1.0]):
+        weight.grad, bias.grad = torch.tensor(grad_w), torch.tensor(grad_b)
+        update = weight.grad + 0.1 * expected_w
+        update = update * 0.02 * expected_w.norm() / (update.norm() + 1e-8)
+        buffer_w = update if buffer_w is None else 0.9 * buffer_w + update
+        buffer_b = bias.grad.clone() if buffer_b is None else 0.9 * buffer_b + bias.grad
+        expected_w, expected_b = expected_w - 0.5 * buffer_w, expected_b - 0.5 * buffer_b
+        optimizer.step()
+        torch.testing.assert_close(weight.detach(), expected_w)
+        torch.testing.assert_close(bias.detach(), expected_b)

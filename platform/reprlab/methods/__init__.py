@@ -5,6 +5,7 @@ from __future__ import annotations
 from reprlab.methods.barlow_twins import BarlowTwins
 from reprlab.methods.base import Method, MethodArgs
 from reprlab.methods.byol import BYOL
+from reprlab.methods.mae import MAE
 from reprlab.methods.moco_v2 import MoCoV2
 from reprlab.methods.moco_v3 import MoCoV3
 from reprlab.methods.rotation import Rotation
@@ -19,6 +20,7 @@ METHODS: dict[str, type[Method]] = {
     "moco_v3": MoCoV3,
     "byol": BYOL,
     "simsiam": SimSiam,
+    "mae": MAE,
     "barlow_twins": BarlowTwins,
     "vicreg": VICReg,
     "rotation": Rotation,

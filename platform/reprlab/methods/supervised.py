@@ -18,7 +18,8 @@ class SupervisedArgs(MethodArgs):
 
 class Supervised(Method):
     """Encoder plus a linear classifier trained with cross-entropy on `view1`; unlabelled rows
-    (label -1) are ignored."""
+    (label -1) are ignored. A batch mixed by the pipeline (mixup/cutmix: `label_mix`,
+    `mix_weight`) is scored against both labels, weighted by the mix."""
 
     Args = SupervisedArgs
 
@@ -29,9 +30,37 @@ class Supervised(Method):
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = self.classifier(self.backbone(batch["view1"])).float()
         labels = batch["label"].long()
-        loss = F.cross_entropy(
-            logits, labels, ignore_index=-1, label_smoothing=self.args.label_smoothing
-        )
+        if "mix_weight" in batch:
+            loss = self.mixed_loss(logits, labels, batch["label_mix"].long(), batch["mix_weight"])
+        else:
+            loss = F.cross_entropy(
+                logits, labels, ignore_index=-1, label_smoothing=self.args.label_smoothing
+            )
         labelled = labels >= 0
         accuracy = (logits.argmax(1)[labelled] == labels[labelled]).float().mean()
         return {"loss": loss, "train_acc": accuracy.detach()}
+
+    def mixed_loss(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        labels_mix: torch.Tensor,
+        weight: torch.Tensor,
+    ) -> torch.Tensor:
+        """Mean over the batch of weight * CE(label) + (1 - weight) * CE(label_mix); a term whose
+        label is -1 (unlabelled) drops out and the mean is over the weight that is left."""
+        weight = weight.float()
+
+        def ce(targets: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(
+                logits,
+                targets,
+                ignore_index=-1,
+                label_smoothing=self.args.label_smoothing,
+                reduction="none",
+            )
+
+        own = weight * (labels >= 0)
+        other = (1 - weight) * (labels_mix >= 0)
+        total = (own * ce(labels) + other * ce(labels_mix)).sum()
+        return total / (own + other).sum().clamp(min=1e-12)

@@ -1,4 +1,5 @@
-"""Encoders by name: timm ResNets with a small-image stem for GPU jobs, conv4 for CPU jobs."""
+"""Encoders by name: timm ResNets with a small-image stem and timm ViTs for GPU jobs, conv4 and
+vit_mini for CPU jobs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Callable
 
 import timm
 import torch
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 
@@ -45,6 +47,57 @@ def small_stem_resnet(name: str, in_chans: int) -> nn.Module:
     return model
 
 
+def sincos_2d_pos_embed(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
+    """Fixed 2D sine-cosine position embedding of MAE ([grid_h * grid_w, dim], row-major):
+    half of the channels encode the row, half the column, each as sin/cos at dim/4
+    frequencies 1 / 10000^(k / (dim/4))."""
+    if dim % 4:
+        raise ValueError(f"sin-cos position embedding needs a dim divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    rows, cols = torch.meshgrid(
+        torch.arange(grid_h, dtype=torch.float64),
+        torch.arange(grid_w, dtype=torch.float64),
+        indexing="ij",
+    )
+
+    def encode(positions: torch.Tensor) -> torch.Tensor:
+        angles = positions.reshape(-1, 1) * omega
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(rows), encode(cols)], dim=1).float()
+
+
+VIT_SIZES: dict[str, tuple[int, int, int]] = {
+    "vit_mini": (128, 6, 4),
+    "vit_tiny": (192, 12, 3),
+    "vit_small": (384, 12, 6),
+}
+"""(embed_dim, depth, num_heads) of each ViT; vit_mini is a CPU-sized ViT for 28x28 digits."""
+
+
+def vision_transformer(name: str, in_chans: int, image_size: int, patch_size: int) -> nn.Module:
+    """A timm ViT with a class token and a fixed (frozen) 2D sin-cos position embedding, as in
+    MAE; forward() returns the mean of the normalised patch tokens (class token excluded)."""
+    embed_dim, depth, num_heads = VIT_SIZES[name]
+    model = VisionTransformer(
+        img_size=image_size,
+        patch_size=patch_size,
+        in_chans=in_chans,
+        num_classes=0,
+        global_pool="avg",
+        fc_norm=False,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+    )
+    grid_h, grid_w = model.patch_embed.grid_size
+    with torch.no_grad():
+        model.pos_embed.zero_()
+        model.pos_embed[0, 1:] = sincos_2d_pos_embed(embed_dim, grid_h, grid_w)
+    model.pos_embed.requires_grad_(False)
+    return model
+
+
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "conv4": lambda in_chans, width=64: Conv4(in_chans, width),
     "resnet18": lambda in_chans: small_stem_resnet("resnet18", in_chans),
@@ -52,8 +105,20 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_backbone(name: str, in_chans: int, **kwargs) -> nn.Module:
-    """An encoder whose forward maps [B,C,H,W] images to [B, num_features] features."""
+def build_backbone(
+    name: str, in_chans: int, image_size: int = 32, patch_size: int = 4, **kwargs
+) -> nn.Module:
+    """An encoder whose forward maps [B,C,H,W] images to [B, num_features] features.
+
+    `image_size` and `patch_size` shape the ViTs (the image side must be a multiple of the
+    patch side); the convolutional encoders take any size and ignore them."""
+    if name in VIT_SIZES:
+        if image_size % patch_size:
+            raise ValueError(
+                f"patch_size {patch_size} must divide image_size {image_size} for '{name}'"
+            )
+        return vision_transformer(name, in_chans, image_size, patch_size, **kwargs)
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone '{name}'; allowed: {', '.join(sorted(BACKBONES))}")
+        allowed = ", ".join(sorted([*BACKBONES, *VIT_SIZES]))
+        raise ValueError(f"unknown backbone '{name}'; allowed: {allowed}")
     return BACKBONES[name](in_chans, **kwargs)

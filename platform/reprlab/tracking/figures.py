@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from reprlab.data.augment import SimCLRAugment, two_views
+from reprlab.data.augment import ViewPolicy, two_views
 from reprlab.data.shards import read_split
 
 
@@ -34,12 +34,20 @@ def view_pairs_figure(originals: np.ndarray, view1: np.ndarray, view2: np.ndarra
     return figure
 
 
-def log_view_pairs(dataset_dir: Path, split: str, policy: SimCLRAugment, pairs: int) -> None:
-    """Log `augment/view_pairs.png`: the first `pairs` images of a split and two views each."""
+def policy_figure(
+    dataset_dir: Path, split: str, policy: ViewPolicy, pairs: int, seed: int = 0
+) -> Figure:
+    """The first `pairs` images of a split, each with its two views by `policy`."""
     images, _, _ = read_split(dataset_dir, split)
     originals = images[:pairs]
-    view1, view2 = two_views(torch.from_numpy(originals), policy, torch.Generator().manual_seed(0))
-    figure = view_pairs_figure(
+    view1, view2 = two_views(
+        torch.from_numpy(originals), policy, torch.Generator().manual_seed(seed)
+    )
+    return view_pairs_figure(
         originals, view1.permute(0, 2, 3, 1).numpy(), view2.permute(0, 2, 3, 1).numpy()
     )
-    mlflow.log_figure(figure, "augment/view_pairs.png")
+
+
+def log_view_pairs(dataset_dir: Path, split: str, policy: ViewPolicy, pairs: int) -> None:
+    """Log `augment/view_pairs.png`: the first `pairs` images of a split and two views each."""
+    mlflow.log_figure(policy_figure(dataset_dir, split, policy, pairs), "augment/view_pairs.png")

@@ -22,6 +22,7 @@ from reprlab.models.backbones import build_backbone
 from reprlab.models.norm import global_batch_norm
 from reprlab.tracking.mlflow import RankZeroLogger
 from reprlab.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from reprlab.train.lars import LARS
 from reprlab.train.online import TrainingModule, evaluate_online
 
 ONLINE_METRICS = ("online_linear_acc", "knn_acc")
@@ -30,7 +31,13 @@ ONLINE_METRICS = ("online_linear_acc", "knn_acc")
 def make_method(job: JobConfig, in_chans: int) -> Method:
     """The job's method around a freshly initialised backbone."""
     backbone_args = {"width": job.model.width} if job.model.width else {}
-    backbone = build_backbone(job.model.backbone, in_chans, **backbone_args)
+    backbone = build_backbone(
+        job.model.backbone,
+        in_chans,
+        image_size=job.data.image_size,
+        patch_size=job.model.patch_size,
+        **backbone_args,
+    )
     return method_class(job.method)(backbone, job.parsed_method_args())
 
 
@@ -42,7 +49,7 @@ def make_training_module(job: JobConfig, in_chans: int, num_classes: int) -> Tra
 
 
 def make_optimizer(job: JobConfig, module: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW or SGD over all trainable parameters; no weight decay on norms and biases. The
+    """AdamW, SGD or LARS over all trainable parameters; no weight decay on norms and biases. The
     online classifier (`head`, when there is one) gets its own group at `eval.online_linear_lr`
     without decay, as solo-learn's does, so the monitor is useful from the first epochs."""
     head = getattr(module, "head", None)
@@ -58,9 +65,14 @@ def make_optimizer(job: JobConfig, module: torch.nn.Module) -> torch.optim.Optim
     if head is not None:
         scale = job.eval.online_linear_lr / job.optim.lr
         groups.append({"params": list(head.parameters()), "weight_decay": 0.0, "lr_scale": scale})
-    if job.optim.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=job.optim.lr, momentum=job.optim.momentum)
-    return torch.optim.AdamW(groups, lr=job.optim.lr)
+    optim = job.optim
+    if optim.optimizer == "lars":
+        for group in groups[1:]:
+            group["lars"] = False  # biases, norms and the online head: plain SGD steps
+        return LARS(groups, lr=optim.lr, momentum=optim.momentum, eta=optim.lars_eta)
+    if optim.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum)
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas)
 
 
 def warmup_cosine_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
