@@ -4,14 +4,16 @@ of the same architecture evaluated with the same probes on the same split.
 
     .venv/bin/python benchmarks/zoo.py [--only simclr,byol] [--readme README.md]
 
-Prints a Markdown table (probe, kNN, points over random init, minutes end to end); with
---readme it replaces the table between the zoo markers in that file, so the README's numbers
-come from this command (`make zoo`), never typed by hand.
+Each job's row is stored in benchmarks/zoo_results.json (--only re-measures some rows and keeps
+the others). Prints the Markdown table (probe, kNN, points over random init, minutes end to
+end); with --readme it replaces the table between the zoo markers in that file, so the
+README's numbers come from this command (`make zoo`), never typed by hand.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ from reprlab.train.trainer import job_dataset, run_job
 
 START, END = "<!-- zoo:start -->", "<!-- zoo:end -->"
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
+RESULTS = Path(__file__).resolve().parent / "zoo_results.json"
 
 
 def zoo_jobs() -> list[Path]:
@@ -81,7 +84,7 @@ def main() -> None:
     jobs = [load_job(path) for path in zoo_jobs()]
     jobs = [job for job in jobs if not wanted or job.method in wanted]
     baselines: dict[str, float] = {}
-    rows = []
+    rows = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     for index, job in enumerate(jobs, 1):
         arch = architecture(job)
         if arch not in baselines:
@@ -91,20 +94,19 @@ def main() -> None:
         summary = run_job(job)
         minutes = (time.perf_counter() - started) / 60
         probe = summary.metrics["eval/linear_probe_acc"]
-        rows.append(
-            {
-                "method": job.method,
-                "job": f"{job.name}.yaml" if job.name != "quickstart" else "quickstart.yaml",
-                "probe": probe,
-                "knn": summary.metrics["eval/knn_acc"],
-                "gain": 100 * (probe - baselines[arch]),
-                "arch": arch,
-                "baseline": baselines[arch],
-                "minutes": minutes,
-            }
-        )
-        console.print(table(rows))
-    markdown = table(rows)
+        rows[job.name] = {
+            "method": job.method,
+            "job": f"{job.name}.yaml",
+            "probe": probe,
+            "knn": summary.metrics["eval/knn_acc"],
+            "gain": 100 * (probe - baselines[arch]),
+            "arch": arch,
+            "baseline": baselines[arch],
+            "minutes": minutes,
+        }
+        RESULTS.write_text(json.dumps(rows, indent=1, sort_keys=True))
+        console.print(table(list(rows.values())))
+    markdown = table([rows[name] for name in sorted(rows)])
     print(markdown)
     if args.readme:
         write_readme(args.readme, markdown)

@@ -15,7 +15,7 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from reprlab.config import ConfigError, JobConfig
-from reprlab.data.augment import SimCLRAugment
+from reprlab.data.augment import ViewPolicy
 from reprlab.data.catalog import reprlab_home, resolve_dataset
 from reprlab.data.pipeline import (
     bad_row_counter,
@@ -58,7 +58,9 @@ def ensure_ray() -> None:
             address=os.environ.get("RAY_ADDRESS"),
             runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
         )
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False  # one plan line per dataset per epoch otherwise
 
 
 def _run_record(storage: Path) -> dict:
@@ -88,7 +90,7 @@ def build_trainer(
     job: JobConfig,
     dataset_dir: Path,
     manifest: dict,
-    policy: SimCLRAugment,
+    policy: ViewPolicy,
     run_name: str,
     run_context: dict,
 ) -> TorchTrainer:
