@@ -273,11 +273,21 @@ class JobConfig(Strict):
                 f"model.patch_size: must divide data.image_size ({self.data.image_size}), "
                 f"got {self.model.patch_size}"
             )
-        allowed = getattr(method_class(self.method), "backbones", None)
+        allowed = method_class(self.method).backbones
         if allowed is not None and backbone not in allowed:
             names = ", ".join(repr(name) for name in allowed)
             raise ValueError(
                 f"model.backbone: method {self.method!r} needs one of {names}, got {backbone!r}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _mixer_is_used(self) -> JobConfig:
+        mixer = self.data.augment.mixer
+        if mixer != "none" and not method_class(self.method).uses_mixed_labels:
+            raise ValueError(
+                f"data.augment.mixer: method {self.method!r} does not train on mixed labels "
+                f"(supervised does); allowed: 'none', got {mixer!r}"
             )
         return self
 

@@ -33,6 +33,10 @@ def test_quickstart_loads_and_overrides_apply() -> None:
         ("model.backbone=vit", "model.backbone: must be one of 'conv4', 'resnet18', 'resnet50',"),
         ("method=nope", "method: must be one of 'barlow_twins', 'byol', 'mae', 'moco_v2'"),
         ("method_args.temperature=0", "method_args.temperature: must be > 0.0, got 0"),
+        (
+            "data.augment.mixer=cutmix",
+            "data.augment.mixer: method 'simclr' does not train on mixed labels",
+        ),
         ("method_args.tau=1", "method_args.tau: unknown key; allowed: proj_dim"),
         ("data.augment.crop_scale=[0.9,0.1]", "data.augment.crop_scale: must be 0 < low <= high"),
         ("scaling.num_workers=two", "scaling.num_workers: Input should be a valid integer"),

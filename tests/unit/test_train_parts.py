@@ -71,6 +71,11 @@ def test_checkpoint_round_trip_restores_weights_optimizer_and_position(tmp_path:
     assert restored_optimizer.state_dict()["state"].keys() == optimizer.state_dict()["state"].keys()
     with pytest.raises(FileNotFoundError, match="no reprlab checkpoint"):
         load_checkpoint(tmp_path / "empty", restored)
+    old = tmp_path / "old"
+    old.mkdir()
+    torch.save({"method": {}, "optimizer": {}, "state": {}}, old / "state.pt")
+    with pytest.raises(ValueError, match="older reprlab"):
+        load_checkpoint(old, restored)
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,10 @@ class Method(nn.Module):
     momentum/EMA updates and schedules; `embed` gives frozen features for evaluation."""
 
     Args: ClassVar[type[MethodArgs]] = MethodArgs
+    backbones: ClassVar[tuple[str, ...] | None] = None
+    """Backbone names the method can use; None means any."""
+    uses_mixed_labels: ClassVar[bool] = False
+    """Whether training_step reads `label_mix`/`mix_weight` (a mixer in the view policy)."""
 
     def __init__(self, backbone: nn.Module, args: MethodArgs) -> None:
         super().__init__()

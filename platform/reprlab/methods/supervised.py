@@ -22,6 +22,7 @@ class Supervised(Method):
     `mix_weight`) is scored against both labels, weighted by the mix."""
 
     Args = SupervisedArgs
+    uses_mixed_labels = True
 
     def __init__(self, backbone: nn.Module, args: SupervisedArgs) -> None:
         super().__init__(backbone, args)

@@ -42,6 +42,10 @@ def load_checkpoint(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no reprlab checkpoint here (expected {STATE_FILE})")
     payload = torch.load(path, map_location="cpu", weights_only=True)
+    if "module" not in payload:
+        raise ValueError(
+            f"{path}: written by an older reprlab (no 'module' weights); start a new run"
+        )
     module.load_state_dict(payload["module"])
     if optimizer is not None:
         optimizer.load_state_dict(payload["optimizer"])
