@@ -29,25 +29,71 @@ def _fail(message: str) -> None:
 
 @app.command()
 def ingest(
-    name: Annotated[str, typer.Argument(help="embedded set to ingest: mnist5k or digits")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="embedded: mnist5k, digits, glyphs; downloaded: omniglot, cifar_fs; "
+            "or imagefolder (with --path)"
+        ),
+    ],
     out: Annotated[
         Path | None, typer.Option(help="root folder for datasets [default: $REPRLAB_HOME/datasets]")
     ] = None,
-    seed: Annotated[int, typer.Option(help="seed of the stratified train/test split")] = 0,
-    test_fraction: Annotated[float, typer.Option(help="share of rows held out as 'test'")] = 0.2,
+    seed: Annotated[
+        int, typer.Option(help="seed of the split (rows, or imagefolder classes) and row order")
+    ] = 0,
+    test_fraction: Annotated[
+        float | None,
+        typer.Option(help="share of rows held out as 'test' (mnist5k, digits) [default: 0.2]"),
+    ] = None,
+    path: Annotated[
+        Path | None,
+        typer.Option(help="imagefolder: a folder of class folders, or of train/ val/ test/"),
+    ] = None,
+    image_size: Annotated[
+        int, typer.Option(min=1, help="imagefolder: side of the square images")
+    ] = 84,
+    save_as: Annotated[
+        str | None, typer.Option(help="imagefolder: dataset name [default: the folder's name]")
+    ] = None,
     force: Annotated[bool, typer.Option(help="rewrite even if an identical copy exists")] = False,
 ) -> None:
     """Write a dataset as Parquet shards plus manifest.json (idempotent, atomic)."""
+    from reprlab.data.catalog import EMBEDDED
     from reprlab.data.catalog import ingest as ingest_dataset
     from reprlab.data.shards import load_manifest
+    from reprlab.data.torchvision_sets import DOWNLOADABLE, ingest_download, ingest_imagefolder
 
+    if name not in {*EMBEDDED, *DOWNLOADABLE, "imagefolder"}:
+        _fail(
+            f"unknown dataset '{name}'; embedded: {', '.join(sorted(EMBEDDED))}; "
+            f"downloaded: {', '.join(DOWNLOADABLE)}; or imagefolder --path DIR"
+        )
+    if (path is None) == (name == "imagefolder"):
+        _fail("--path DIR goes with imagefolder, and imagefolder needs it")
+    if test_fraction is not None and name not in EMBEDDED:
+        _fail(f"--test-fraction does not apply to '{name}': its splits are by class")
     try:
-        path = ingest_dataset(name, out, seed=seed, test_fraction=test_fraction, force=force)
+        if path is not None:
+            target = ingest_imagefolder(
+                path, save_as or path.resolve().name, out, image_size=image_size, seed=seed
+            )
+        elif name in DOWNLOADABLE:
+            target = ingest_download(name, out, seed=seed, force=force)
+        else:
+            target = ingest_dataset(name, out, seed=seed, test_fraction=test_fraction, force=force)
     except ValueError as error:
         _fail(str(error))
-    manifest = load_manifest(path)
-    counts = ", ".join(f"{split} {info['count']}" for split, info in manifest["splits"].items())
-    console.print(f"ingested [bold]{name}[/bold] -> {path} ({counts})", highlight=False)
+    splits = load_manifest(target)["splits"]
+    rows = ", ".join(f"{split} {info['count']}" for split, info in splits.items())
+    classes = ", ".join(
+        f"{split} {sum(n > 0 for n in info['per_class'].values())}"
+        for split, info in splits.items()
+    )
+    console.print(
+        f"ingested [bold]{name}[/bold] -> {target} (rows: {rows}; classes: {classes})",
+        highlight=False,
+    )
 
 
 @app.command()
@@ -112,6 +158,93 @@ def run(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _shot_list(text: str) -> list[int]:
+    try:
+        shots = [int(part) for part in text.split(",")]
+    except ValueError:
+        shots = []
+    if not shots or min(shots) < 1:
+        _fail(f"--shots: expected comma-separated positive integers such as 1,5, got {text!r}")
+    return shots
+
+
+@app.command("eval")
+def evaluate(
+    source: Annotated[
+        str, typer.Argument(help="checkpoint folder, run folder, run name or MLflow run id")
+    ],
+    protocol: Annotated[str, typer.Option(help="evaluation protocol: fewshot")] = "fewshot",
+    dataset: Annotated[str, typer.Option(help="ingested dataset to score on")] = "glyphs",
+    split: Annotated[str, typer.Option(help="split whose classes form the episodes")] = "test",
+    ways: Annotated[int, typer.Option(min=2, help="classes per episode")] = 5,
+    shots: Annotated[str, typer.Option(help="support images per class, e.g. 1,5")] = "1,5",
+    queries: Annotated[int, typer.Option(min=1, help="query images per class")] = 15,
+    episodes: Annotated[int, typer.Option(min=2, help="fixed episodes per shot setting")] = 600,
+    seed: Annotated[int, typer.Option(help="seed of the fixed episodes")] = 0,
+) -> None:
+    """Score a trained encoder, frozen, on N-way K-shot episodes (nearest prototype and a linear
+    head on the support set) and log the result to the run it came from."""
+    from reprlab.data.catalog import resolve_dataset
+    from reprlab.data.shards import ShardError, shard_paths
+    from reprlab.eval.trained import fewshot_of_run, resolve_trained
+    from reprlab.tracking.mlflow import log_evaluation
+
+    if protocol != "fewshot":
+        _fail(f"--protocol: allowed: fewshot, got {protocol!r}")
+    shot_list = _shot_list(shots)
+    try:
+        run = resolve_trained(source)
+        dataset_dir = resolve_dataset(dataset)
+        shard_paths(dataset_dir, split)
+    except (ValueError, ShardError) as error:
+        _fail(str(error))
+    settings = {
+        "dataset": dataset,
+        "split": split,
+        "ways": ways,
+        "shots": shot_list,
+        "queries": queries,
+        "episodes": episodes,
+        "seed": seed,
+        "checkpoint": str(run.checkpoint),
+    }
+    try:
+        results = fewshot_of_run(
+            run,
+            dataset_dir,
+            split=split,
+            ways=ways,
+            shots=shot_list,
+            queries=queries,
+            episodes=episodes,
+            seed=seed,
+        )
+    except ValueError as error:
+        _fail(str(error))
+    metrics = {f"fewshot/{dataset}/{split}_{key}": value for key, value in results.items()}
+    log_evaluation(
+        run.mlflow_run_id,
+        run.tracking_uri,
+        metrics,
+        settings,
+        f"eval/fewshot_{dataset}_{split}_{ways}way.json",
+    )
+    table = Table(title=f"{ways}-way few-shot on {dataset}/{split}, {episodes} episodes")
+    for column in ("shots", "classifier", "accuracy", "95% CI"):
+        table.add_column(column, justify="right")
+    for k in shot_list:
+        for classifier in ("proto", "linear"):
+            key = f"{ways}way_{k}shot_{classifier}"
+            table.add_row(
+                str(k),
+                classifier,
+                f"{100 * results[key + '_acc']:.2f} %",
+                f"± {100 * results[key + '_ci95']:.2f}",
+            )
+    console.print(table)
+    console.print(f"logged to MLflow run {run.mlflow_run_id}", highlight=False)
 
 
 @app.command("augment-preview")

@@ -170,6 +170,18 @@ AugmentConfig = Annotated[
 own fields; all searchable by Ray Tune."""
 
 
+class EpisodeConfig(Strict):
+    """Training episodes of a meta-learner: N-way K-shot Q-query tasks from `train_split`."""
+
+    ways: int = Field(5, ge=2, description="classes per episode (N)")
+    shots: int = Field(5, ge=1, description="support images per class (K)")
+    queries: int = Field(15, ge=1, description="query images per class (Q)")
+    tasks_per_step: int = Field(
+        1, ge=1, description="meta-batch: tasks per optimiser step, split evenly across workers"
+    )
+    steps_per_epoch: int = Field(100, gt=0)
+
+
 class DataConfig(Strict):
     dataset: str = "mnist5k"
     train_split: str = "train"
@@ -180,6 +192,9 @@ class DataConfig(Strict):
     map_batch_size: int = Field(1024, gt=0, description="rows per Ray Data augmentation task")
     cache: bool = Field(True, description="keep shard rows in the object store across epochs")
     data_cpus: float = Field(1.0, gt=0, description="CPUs Ray Data may use beside the trainers")
+    episodes: EpisodeConfig | None = Field(
+        None, description="episodic training (meta-learners such as protonet, maml)"
+    )
 
 
 class ModelConfig(Strict):
@@ -210,6 +225,19 @@ class ScalingConfig(Strict):
     torch_threads: int = Field(1, gt=0, description="intra-op threads per CPU worker")
 
 
+class FewShotEvalConfig(Strict):
+    """N-way K-shot evaluation on fixed, seeded episodes: `val_episodes` of data.eval_split
+    every epoch, `episodes` of `split` after the last epoch, each with a 95 % interval."""
+
+    ways: int = Field(5, ge=2)
+    shots: list[int] = Field([1, 5], min_length=1, description="one evaluation per value")
+    queries: int = Field(15, ge=1)
+    split: str = Field("test", description="split of the final test episodes")
+    episodes: int = Field(600, ge=2, description="fixed test episodes per shot setting")
+    val_episodes: int = Field(100, ge=0, description="episodes each epoch on data.eval_split")
+    seed: int = Field(0, description="seed of the fixed evaluation episodes")
+
+
 class EvalConfig(Strict):
     linear_probe: bool = True
     knn: bool = True
@@ -220,6 +248,7 @@ class EvalConfig(Strict):
     knn_every: int = Field(0, ge=0, description="kNN accuracy every N epochs in training; 0 off")
     knn_k: int = Field(20, gt=0)
     knn_temperature: float = Field(0.07, gt=0)
+    fewshot: FewShotEvalConfig | None = None
 
 
 class TrackingConfig(Strict):
@@ -289,6 +318,46 @@ class JobConfig(Strict):
                 f"data.augment.mixer: method {self.method!r} does not train on mixed labels "
                 f"(supervised does); allowed: 'none', got {mixer!r}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _episodes_match_method(self) -> JobConfig:
+        episodic = method_class(self.method).episodic
+        episodes = self.data.episodes
+        if episodic and episodes is None:
+            raise ValueError(
+                f"data.episodes: method {self.method!r} trains on episodes; set data.episodes "
+                "(ways, shots, queries, tasks_per_step, steps_per_epoch)"
+            )
+        if not episodic and episodes is not None:
+            raise ValueError(
+                f"data.episodes: method {self.method!r} trains on views, not episodes; remove it"
+            )
+        if not episodic:
+            return self
+        for key in ("online_linear", "knn_every"):
+            if getattr(self.eval, key):
+                raise ValueError(
+                    f"eval.{key}: method {self.method!r} trains on episodes without per-image "
+                    "labels; must be off (use eval.fewshot)"
+                )
+        workers = max(1, self.scaling.num_workers)
+        if episodes.tasks_per_step % workers:
+            raise ValueError(
+                f"data.episodes.tasks_per_step: must be a multiple of scaling.num_workers "
+                f"({workers}), got {episodes.tasks_per_step}"
+            )
+        head_ways = getattr(self.parsed_method_args(), "ways", None)
+        fewshot = self.eval.fewshot
+        for key, ways in (
+            ("data.episodes.ways", episodes.ways),
+            ("eval.fewshot.ways", fewshot.ways if fewshot else None),
+        ):
+            if head_ways is not None and ways is not None and ways != head_ways:
+                raise ValueError(
+                    f"{key}: method {self.method!r} has a {head_ways}-way head "
+                    f"(method_args.ways); must be {head_ways}, got {ways}"
+                )
         return self
 
     def parsed_method_args(self) -> MethodArgs:

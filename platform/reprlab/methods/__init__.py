@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from reprlab.methods.anil import ANIL
 from reprlab.methods.barlow_twins import BarlowTwins
-from reprlab.methods.base import Method, MethodArgs
+from reprlab.methods.base import EpisodicMethod, Method, MethodArgs
 from reprlab.methods.byol import BYOL
 from reprlab.methods.mae import MAE
+from reprlab.methods.maml import MAML
 from reprlab.methods.moco_v2 import MoCoV2
 from reprlab.methods.moco_v3 import MoCoV3
+from reprlab.methods.protonet import ProtoNet
 from reprlab.methods.rotation import Rotation
 from reprlab.methods.simclr import SimCLR
 from reprlab.methods.simsiam import SimSiam
@@ -25,6 +28,9 @@ METHODS: dict[str, type[Method]] = {
     "vicreg": VICReg,
     "rotation": Rotation,
     "supervised": Supervised,
+    "protonet": ProtoNet,
+    "maml": MAML,
+    "anil": ANIL,
 }
 
 
@@ -35,4 +41,4 @@ def method_class(name: str) -> type[Method]:
     return METHODS[name]
 
 
-__all__ = ["METHODS", "Method", "MethodArgs", "method_class"]
+__all__ = ["METHODS", "EpisodicMethod", "Method", "MethodArgs", "method_class"]

@@ -28,6 +28,11 @@ class Method(nn.Module):
     """Backbone names the method can use; None means any."""
     uses_mixed_labels: ClassVar[bool] = False
     """Whether training_step reads `label_mix`/`mix_weight` (a mixer in the view policy)."""
+    episodic: ClassVar[bool] = False
+    """Whether the method trains on N-way K-shot episodes (EpisodicMethod) instead of views."""
+    ddp: ClassVar[bool] = True
+    """Whether DDP may wrap it. Inner-loop learners (MAML) take `torch.autograd.grad` inside
+    forward, which DDP's reducer does not support: the loop all-reduces their gradients."""
 
     def __init__(self, backbone: nn.Module, args: MethodArgs) -> None:
         super().__init__()
@@ -83,3 +88,18 @@ class TwoViewMethod(Method):
         z1 = self.projector(h1)
         z2 = self.projector(self.backbone(batch["view2"]))
         return h1.detach(), z1.float(), z2.float()
+
+
+class EpisodicMethod(Method):
+    """A meta-learner trained on episodes. A batch holds T tasks of one worker:
+    `support` [T, N*K, C, H, W] and `query` [T, N*Q, C, H, W] float images in [0, 1],
+    `support_label` [T, N*K] and `query_label` [T, N*Q] int64 in 0..N-1.
+
+    training_step returns `loss` (mean query loss over the T tasks) and `query_acc`."""
+
+    episodic = True
+
+    def episode_accuracy(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Query accuracy of each of the T episodes ([T] float), adapting to the support set
+        the way the method does at test time."""
+        raise NotImplementedError

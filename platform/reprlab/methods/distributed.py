@@ -32,3 +32,21 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(x) for _ in range(world_info()[1])]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts, dim=0)
+
+
+@torch.no_grad()
+def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
+    """Replace every gradient by its mean over the workers (one flat all-reduce), as DDP would:
+    each worker's loss is the mean over its own tasks, so the result is the mean over all tasks.
+    A parameter without a gradient on this worker counts as zero."""
+    world = world_info()[1]
+    if world == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for parameter, grad in zip(parameters, grads, strict=True):
+        parameter.grad = flat[offset : offset + grad.numel()].view_as(grad)
+        offset += grad.numel()

@@ -142,3 +142,18 @@ def log_encoder(encoder: torch.nn.Module, image_shape: list[int], image_size: in
         input_example=example.numpy(),
         pip_requirements=[f"torch=={version('torch')}", f"reprlab=={version('reprlab')}"],
     )
+
+
+def log_evaluation(
+    run_id: str, uri: str, metrics: dict[str, float], settings: dict, artifact: str
+) -> None:
+    """Add an after-the-fact evaluation to a finished run: its metrics, and its settings and
+    results as a JSON artifact (params of a run cannot change, settings may differ per call)."""
+    client = MlflowClient(uri)
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(key, float(value), now, 0) for key, value in metrics.items()],
+        synchronous=True,
+    )
+    client.log_dict(run_id, {"settings": settings, "metrics": metrics}, artifact)

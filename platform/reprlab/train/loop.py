@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,17 @@ import torch
 import torch.distributed as dist
 
 from reprlab.config import JobConfig
+from reprlab.data.episodes import (
+    EpisodeSampler,
+    EpisodeSpec,
+    episode_batch,
+    images_in,
+    split_images,
+)
 from reprlab.data.pipeline import bad_row_counter
+from reprlab.eval.few_shot import fewshot_metrics, float_episodes
 from reprlab.methods import Method, method_class
+from reprlab.methods.distributed import average_gradients, world_info
 from reprlab.models.backbones import build_backbone
 from reprlab.models.norm import global_batch_norm
 from reprlab.tracking.mlflow import RankZeroLogger
@@ -98,9 +108,40 @@ def _sum_across_workers(values: list[float], device: torch.device) -> list[float
     return tensor.tolist()
 
 
+def _episode_batches(
+    images: torch.Tensor,
+    sampler: EpisodeSampler,
+    tasks_per_step: int,
+    steps: range,
+    image_size: int,
+    device: torch.device,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """This worker's tasks of each step: global task ids step * tasks_per_step + [0, T) split in
+    rank order, so W workers x T/W tasks hold the same episodes as 1 worker x T."""
+    rank, world = world_info()
+    local = tasks_per_step // world
+    for step in steps:
+        first = step * tasks_per_step + rank * local
+        tasks = list(range(first, first + local))
+        yield float_episodes(episode_batch(images, sampler, tasks), image_size, device)
+
+
+def _fewshot_sets(job: JobConfig, dataset_dir: str) -> dict[str, tuple[torch.Tensor, Any]]:
+    """The splits few-shot evaluation reads, in memory: "val" (data.eval_split, when
+    val_episodes) and "test" (eval.fewshot.split)."""
+    fewshot = job.eval.fewshot
+    if fewshot is None:
+        return {}
+    sets = {"test": split_images(Path(dataset_dir), fewshot.split)}
+    if fewshot.val_episodes:
+        sets["val"] = split_images(Path(dataset_dir), job.data.eval_split)
+    return sets
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Train `config["job"]` on this worker's shard of the "train" dataset; report and
-    checkpoint every epoch; resume from the latest checkpoint when one exists."""
+    """Train `config["job"]` on this worker's shard of the "train" dataset (or on its share of
+    each step's episodes); report and checkpoint every epoch; resume from the latest checkpoint
+    when one exists."""
     job = JobConfig.model_validate(config["job"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -119,15 +160,28 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state = load_checkpoint(Path(directory), module, optimizer)
     if world > 1 and job.model.global_bn:
         global_batch_norm(module, job.scaling.use_gpu)
-    model = ray.train.torch.prepare_model(module)
+    model = ray.train.torch.prepare_model(module, parallel_strategy="ddp" if method.ddp else None)
+    trainable = [p for p in module.parameters() if p.requires_grad]
 
-    per_worker_batch = job.data.batch_size // world
-    steps_per_epoch = max(1, config["train_rows"] // world // per_worker_batch)
+    episodes = job.data.episodes
+    if episodes is not None:
+        train_images, train_labels = split_images(Path(config["dataset_dir"]), job.data.train_split)
+        sampler = EpisodeSampler(
+            train_labels,
+            EpisodeSpec(episodes.ways, episodes.shots, episodes.queries),
+            job.seed,
+            where=f"{job.data.dataset}/{job.data.train_split}",
+        )
+        steps_per_epoch = episodes.steps_per_epoch
+    else:
+        per_worker_batch = job.data.batch_size // world
+        steps_per_epoch = max(1, config["train_rows"] // world // per_worker_batch)
+        shard = ray.train.get_dataset_shard("train")
     total_steps = steps_per_epoch * job.optim.epochs
     warmup_steps = int(job.optim.warmup_epochs * steps_per_epoch)
-    shard = ray.train.get_dataset_shard("train")
     eval_shard = ray.train.get_dataset_shard("eval") if "eval" in config["datasets"] else None
     bank_shard = ray.train.get_dataset_shard("bank") if "bank" in config["datasets"] else None
+    fewshot_sets = _fewshot_sets(job, config["dataset_dir"])
     logger = RankZeroLogger(config.get("run_id"), config["tracking_uri"], rank)
     counter = bad_row_counter(config["counter_name"]) if rank == 0 else None
     bad_rows_before = ray.get(counter.value.remote()) if counter else 0
@@ -138,9 +192,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         sums: dict[str, float] = {}
         images, steps = 0, 0
         lr = job.optim.lr
-        for batch in shard.iter_torch_batches(
-            batch_size=per_worker_batch, drop_last=True, device=device, prefetch_batches=2
-        ):
+        if episodes is not None:
+            first_step = epoch * steps_per_epoch
+            batches = _episode_batches(
+                train_images,
+                sampler,
+                episodes.tasks_per_step,
+                range(first_step, first_step + steps_per_epoch),
+                job.data.image_size,
+                device,
+            )
+        else:
+            batches = shard.iter_torch_batches(
+                batch_size=per_worker_batch, drop_last=True, device=device, prefetch_batches=2
+            )
+        for batch in batches:
             lr = warmup_cosine_lr(state.step, total_steps, warmup_steps, job.optim.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
@@ -148,6 +214,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 output = model(images_to_float(batch))
             optimizer.zero_grad(set_to_none=True)
             output.pop("objective").backward()
+            if not method.ddp:
+                average_gradients(trainable)
             if job.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), job.optim.grad_clip)
             optimizer.step()
@@ -156,7 +224,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             steps += 1
             for key, value in output.items():
                 sums[key] = sums.get(key, 0.0) + value.item()
-            images += batch["label"].shape[0]
+            images += images_in(batch)
         *totals, images, steps = _sum_across_workers([*sums.values(), images, steps], device)
         elapsed = time.perf_counter() - started
         state.epoch = epoch + 1
@@ -182,6 +250,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 knn_temperature=job.eval.knn_temperature,
                 device=device,
             )
+        for name, (split_x, split_y) in fewshot_sets.items():
+            if name == "val" or state.epoch == job.optim.epochs:
+                metrics |= fewshot_metrics(
+                    method, split_x, split_y, job.eval.fewshot, name, job.data.image_size, device
+                )
         if counter is not None:
             bad_rows_total = ray.get(counter.value.remote())
             metrics["data/bad_rows"] = bad_rows_total - bad_rows_before
@@ -189,11 +262,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         _report(metrics, module, optimizer, state, rank)
         logger.log(metrics, step=state.epoch)
         if rank == 0:
+            shown = [key for key in metrics if key in ONLINE_METRICS or key.endswith("shot_acc")]
             print(
                 f"[reprlab] epoch {state.epoch}/{job.optim.epochs} "
                 f"loss {metrics['train/loss']:.4f} lr {lr:.2e} "
                 f"{metrics['train/images_per_s']:.0f} img/s {elapsed:.1f}s"
-                + "".join(f" {key} {metrics[key]:.3f}" for key in ONLINE_METRICS if key in metrics),
+                + "".join(f" {key} {metrics[key]:.3f}" for key in shown),
                 flush=True,
             )
 

@@ -76,13 +76,24 @@ def job_dataset(job: JobConfig) -> tuple[Path, dict]:
         manifest = verify_dataset(dataset_dir)
     except ValueError as error:
         raise ConfigError(f"data.dataset: {error}") from None
-    for key in ("train_split", "eval_split"):
-        split = getattr(job.data, key)
+    fewshot = job.eval.fewshot
+    splits = [("data.train_split", job.data.train_split), ("data.eval_split", job.data.eval_split)]
+    if fewshot is not None:
+        splits.append(("eval.fewshot.split", fewshot.split))
+    for key, split in splits:
         if split not in manifest["splits"]:
             allowed = ", ".join(manifest["splits"])
             raise ConfigError(
-                f"data.{key}: '{split}' is not a split of {job.data.dataset}; allowed: {allowed}"
+                f"{key}: '{split}' is not a split of {job.data.dataset}; allowed: {allowed}"
             )
+    if "class_split" in manifest:
+        for key in ("linear_probe", "knn", "online_linear", "knn_every"):
+            if getattr(job.eval, key):
+                raise ConfigError(
+                    f"eval.{key}: {job.data.dataset} splits its classes (train/val/test share "
+                    "none), so a classifier of train classes cannot score held-out ones; must be "
+                    "off (use eval.fewshot)"
+                )
     return dataset_dir, manifest
 
 
@@ -96,9 +107,12 @@ def build_trainer(
 ) -> TorchTrainer:
     """The TorchTrainer for `job`: its view pipeline as the "train" dataset (plus the plain
     held-out rows as "eval" and train rows as "bank" for the online monitors), workers and CPU
-    budget from `scaling`, checkpoints under runs_root()/run_name (where a restart resumes)."""
-    datasets = {
-        "train": view_dataset(
+    budget from `scaling`, checkpoints under runs_root()/run_name (where a restart resumes).
+    Episodic jobs have no "train" dataset: workers read the split's shards from `dataset_dir`
+    (a path every node sees, like the shards Ray Data reads)."""
+    datasets = {}
+    if job.data.episodes is None:  # episodes are drawn by the workers from the split in memory
+        datasets["train"] = view_dataset(
             dataset_dir,
             job.data.train_split,
             policy,
@@ -106,7 +120,6 @@ def build_trainer(
             counter_name=run_context.get("counter_name"),
             cache=job.data.cache,
         )
-    }
     if job.eval.online_linear or job.eval.knn_every:
         datasets["eval"] = row_dataset(dataset_dir, job.data.eval_split)
     if job.eval.knn_every:
@@ -115,6 +128,7 @@ def build_trainer(
         train_loop_per_worker,
         train_loop_config={
             "job": job.model_dump(mode="json"),
+            "dataset_dir": str(dataset_dir),
             "in_chans": manifest["image_shape"][2],
             "image_shape": manifest["image_shape"],
             "num_classes": len(manifest["classes"]),
@@ -160,11 +174,18 @@ def run_job(job: JobConfig, *, resume: str | None = None) -> RunSummary:
     uri = tracking_uri(job.tracking.tracking_uri)
     run_id = start_run(job, run_name, run_id=_run_record(storage).get("mlflow_run_id"))
     storage.mkdir(parents=True, exist_ok=True)
-    (storage / RUN_RECORD).write_text(json.dumps({"mlflow_run_id": run_id, "tracking_uri": uri}))
+    record = {
+        "mlflow_run_id": run_id,
+        "tracking_uri": uri,
+        "job": job.model_dump(mode="json"),
+        "in_chans": manifest["image_shape"][2],
+        "num_classes": len(manifest["classes"]),
+    }
+    (storage / RUN_RECORD).write_text(json.dumps(record))
 
     with tracked(run_id, uri), mlflow.start_run(run_id=run_id):
         policy = build_policy(job.data.augment.model_dump(), job.data.image_size)
-        if job.tracking.augment_grid_pairs:
+        if job.tracking.augment_grid_pairs and job.data.episodes is None:
             log_view_pairs(
                 dataset_dir, job.data.train_split, policy, job.tracking.augment_grid_pairs
             )
@@ -191,8 +212,15 @@ def run_job(job: JobConfig, *, resume: str | None = None) -> RunSummary:
         with result.checkpoint.as_directory() as directory:
             load_checkpoint(Path(directory), module)
         method = module.method
-        metrics = evaluate_encoder(method, dataset_dir, job)
-        mlflow.log_metrics(metrics)
+        metrics = {
+            key: value
+            for key, value in (result.metrics or {}).items()
+            if key.startswith("fewshot/test")
+        }
+        if job.eval.linear_probe or job.eval.knn:
+            encoder_metrics = evaluate_encoder(method, dataset_dir, job)
+            mlflow.log_metrics(encoder_metrics)
+            metrics |= encoder_metrics
         if job.tracking.log_model:
             log_encoder(method.backbone, manifest["image_shape"], job.data.image_size)
     return RunSummary(run_name, run_id, uri, storage, metrics)

@@ -1,0 +1,115 @@
+"""N-way K-shot Q-query episodes drawn from the classes of one split of an ingested dataset.
+
+Episode `i` of a sampler depends only on (seed, i), never on which worker draws it or in which
+order, so a meta-batch split across workers holds the same tasks as on one worker, and the
+fixed evaluation episodes are the same in every run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reprlab.data.shards import ShardError, load_manifest, read_split
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """The shape of an episode: N classes, K support and Q query images per class."""
+
+    ways: int
+    shots: int
+    queries: int
+
+
+@dataclass(frozen=True)
+class Episode:
+    """Row indices into the split (support and query, class-major) and the N class labels."""
+
+    support: np.ndarray
+    query: np.ndarray
+    classes: np.ndarray
+
+
+class EpisodeSampler:
+    """Seeded episodes over the labels of one split; each class needs K + Q rows."""
+
+    def __init__(self, labels: np.ndarray, spec: EpisodeSpec, seed: int, where: str = "split"):
+        self.spec, self.seed = spec, seed
+        labels = np.asarray(labels)
+        classes, counts = np.unique(labels[labels >= 0], return_counts=True)
+        per_episode = spec.shots + spec.queries
+        self.classes = classes[counts >= per_episode]
+        if self.classes.size < spec.ways:
+            raise ValueError(
+                f"{where}: {self.classes.size} of {classes.size} classes have >= "
+                f"{per_episode} images (shots {spec.shots} + queries {spec.queries}); a "
+                f"{spec.ways}-way episode needs {spec.ways}"
+            )
+        self.rows_by_class = {int(c): np.flatnonzero(labels == c) for c in self.classes}
+
+    def episode(self, index: int) -> Episode:
+        """Episode number `index` (any non-negative int): same seed and index, same episode."""
+        rng = np.random.default_rng([self.seed, index])
+        spec = self.spec
+        classes = rng.choice(self.classes, size=spec.ways, replace=False)
+        rows = np.stack(
+            [
+                rng.choice(
+                    self.rows_by_class[int(c)], size=spec.shots + spec.queries, replace=False
+                )
+                for c in classes
+            ]
+        )
+        return Episode(
+            support=rows[:, : spec.shots].reshape(-1),
+            query=rows[:, spec.shots :].reshape(-1),
+            classes=classes,
+        )
+
+
+def split_images(dataset_dir: Path, split: str) -> tuple[torch.Tensor, np.ndarray]:
+    """A whole split in memory as uint8 [n, C, H, W] plus labels. When the manifest records a
+    class split, a row whose class belongs to another split is an error (episodes never mix)."""
+    manifest = load_manifest(dataset_dir)
+    images, labels, _ = read_split(dataset_dir, split)
+    allowed = manifest.get("class_split", {}).get(split)
+    if allowed is not None:
+        index = {name: i for i, name in enumerate(manifest["classes"])}
+        allowed_ids = np.array([index[name] for name in allowed], dtype=np.int64)
+        stray = ~np.isin(labels, allowed_ids)
+        if stray.any():
+            row = int(np.flatnonzero(stray)[0])
+            raise ShardError(
+                f"{dataset_dir}: split '{split}' row {row} has class "
+                f"'{manifest['classes'][labels[row]]}', which the manifest's class_split "
+                f"assigns to another split"
+            )
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
+
+
+def episode_batch(
+    images: torch.Tensor, sampler: EpisodeSampler, indices: list[int]
+) -> dict[str, torch.Tensor]:
+    """The episodes `indices` stacked as one batch (EpisodicMethod's format): uint8 `support`
+    [T, N*K, C, H, W], `query` [T, N*Q, C, H, W] and labels 0..N-1 in episode order."""
+    spec = sampler.spec
+    episodes = [sampler.episode(i) for i in indices]
+    support = np.stack([e.support for e in episodes])
+    query = np.stack([e.query for e in episodes])
+    tasks = len(indices)
+    return {
+        "support": images[torch.from_numpy(support)],
+        "query": images[torch.from_numpy(query)],
+        "support_label": torch.arange(spec.ways).repeat_interleave(spec.shots).repeat(tasks, 1),
+        "query_label": torch.arange(spec.ways).repeat_interleave(spec.queries).repeat(tasks, 1),
+    }
+
+
+def images_in(batch: dict[str, torch.Tensor]) -> int:
+    """Images a training batch holds: rows of a view batch, support plus query of episodes."""
+    if "support" in batch:
+        return batch["support"].shape[:2].numel() + batch["query"].shape[:2].numel()
+    return batch["label"].shape[0]
