@@ -106,7 +106,8 @@ def datasets(
     from reprlab.data.catalog import list_datasets
 
     table = Table(title="datasets")
-    for column in ("name", "embedded", "ingested", "train", "test", "shape", "classes", "path"):
+    columns = ("name", "embedded", "ingested", "train", "val", "test", "shape", "classes", "path")
+    for column in columns:
         table.add_column(column)
     for row in list_datasets(root):
         shape = "x".join(map(str, row["image_shape"])) if row.get("image_shape") else "-"
@@ -115,6 +116,7 @@ def datasets(
             "yes" if row["embedded"] else "",
             "yes" if row["ingested"] else ("[red]broken[/red]" if row.get("error") else "no"),
             str(row.get("train") or "-"),
+            str(row.get("val") or "-"),
             str(row.get("test") or "-"),
             shape,
             str(row.get("classes") or "-"),

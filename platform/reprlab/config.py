@@ -180,6 +180,10 @@ class EpisodeConfig(Strict):
         1, ge=1, description="meta-batch: tasks per optimiser step, split evenly across workers"
     )
     steps_per_epoch: int = Field(100, gt=0)
+    rotate_classes: bool = Field(
+        False,
+        description="turn each training class by a random multiple of 90 degrees (a new class)",
+    )
 
 
 class DataConfig(Strict):
@@ -341,6 +345,11 @@ class JobConfig(Strict):
                     f"eval.{key}: method {self.method!r} trains on episodes without per-image "
                     "labels; must be off (use eval.fewshot)"
                 )
+        if self.model.global_bn and not method_class(self.method).ddp:
+            raise ValueError(
+                f"model.global_bn: method {self.method!r} normalises each task by its own batch "
+                "statistics; must be false"
+            )
         workers = max(1, self.scaling.num_workers)
         if episodes.tasks_per_step % workers:
             raise ValueError(

@@ -67,6 +67,9 @@ def test_protonet_run_then_eval_of_its_encoder(ray_cluster, glyphs) -> None:
     )
     assert run.data.params["data.episodes.ways"] == "5"
     assert run.data.params["eval.fewshot.episodes"] == "30"
+    assert [a.path for a in client.list_artifacts(summary.run_id, "episodes")] == [
+        "episodes/train_episode.png"
+    ]
     history = client.get_metric_history(summary.run_id, "fewshot/val_5way_1shot_acc")
     assert [m.step for m in history] == [1, 2]
 

@@ -31,7 +31,7 @@ def test_quickstart_loads_and_overrides_apply() -> None:
         ("optim.lr=-1", "optim.lr: must be > 0.0, got -1"),
         ("optim.foo=1", "optim.foo: unknown key; allowed: betas, epochs, grad_clip, lars_eta, lr"),
         ("model.backbone=vit", "model.backbone: must be one of 'conv4', 'resnet18', 'resnet50',"),
-        ("method=nope", "method: must be one of 'barlow_twins', 'byol', 'mae', 'moco_v2'"),
+        ("method=nope", "method: must be one of 'anil', 'barlow_twins', 'byol', 'mae', 'maml'"),
         ("method_args.temperature=0", "method_args.temperature: must be > 0.0, got 0"),
         (
             "data.augment.mixer=cutmix",
@@ -90,3 +90,32 @@ JOB_FILES = sorted(QUICKSTART.parent.rglob("*.yaml"))
 @pytest.mark.parametrize("job_file", JOB_FILES, ids=lambda p: p.name)
 def test_every_shipped_job_file_is_valid(job_file: Path) -> None:
     assert load_job(job_file).name == job_file.stem
+
+
+MAML_JOB = Path(__file__).parents[2] / "jobs" / "maml_glyphs.yaml"
+
+
+@pytest.mark.parametrize(
+    "job_file,override,expected",
+    [
+        (MAML_JOB, "data.episodes=null", "data.episodes: method 'maml' trains on episodes"),
+        (QUICKSTART, "data.episodes.ways=5", "data.episodes: method 'simclr' trains on views"),
+        (MAML_JOB, "eval.online_linear=true", "eval.online_linear: method 'maml' trains on"),
+        (MAML_JOB, "eval.knn_every=1", "eval.knn_every: method 'maml' trains on episodes"),
+        (
+            MAML_JOB,
+            "data.episodes.tasks_per_step=3",
+            "data.episodes.tasks_per_step: must be a multiple of scaling.num_workers (2), got 3",
+        ),
+        (MAML_JOB, "data.episodes.ways=20", "data.episodes.ways: method 'maml' has a 5-way head"),
+        (MAML_JOB, "eval.fewshot.ways=10", "eval.fewshot.ways: method 'maml' has a 5-way head"),
+        (MAML_JOB, "model.global_bn=true", "model.global_bn: method 'maml' normalises each task"),
+        (MAML_JOB, "data.episodes.shots=0", "data.episodes.shots: must be >= 1, got 0"),
+        (MAML_JOB, "eval.fewshot.shots=[]", "eval.fewshot.shots: must have at least 1 item(s)"),
+    ],
+)
+def test_episodic_settings_fail_with_one_line(job_file: Path, override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_job(job_file, [override])
+    message = str(error.value)
+    assert expected in message and "\n" not in message

@@ -171,3 +171,38 @@ def test_match_channels() -> None:
     assert match_channels(grey, 3).shape == (2, 3, 3, 3)
     rgb = np.stack([np.full((3, 3), v, np.uint8) for v in (0, 30, 60)], axis=-1)[None]
     assert match_channels(rgb, 1)[0, 0, 0, 0] == 30
+
+
+def test_a_classifier_probe_on_a_class_split_dataset_fails_before_ray(tmp_path) -> None:
+    from reprlab.config import ConfigError, validate_job
+    from reprlab.train.trainer import job_dataset
+
+    path, _ = _class_split_dataset(tmp_path)
+    job = validate_job({"data": {"dataset": str(path), "image_size": 4}, "eval": {"knn": False}})
+    with pytest.raises(ConfigError, match=r"eval.linear_probe: .* splits its classes"):
+        job_dataset(job)
+    job = validate_job(
+        {
+            "data": {"dataset": str(path), "eval_split": "val", "image_size": 4},
+            "eval": {"linear_probe": False, "knn": False, "online_linear": False},
+        }
+    )
+    assert job_dataset(job)[0] == path
+
+
+def test_rotated_classes_turn_every_image_of_a_class_alike() -> None:
+    images = torch.randint(0, 256, (LABELS.size, 1, 5, 5), dtype=torch.uint8)
+    sampler = EpisodeSampler(LABELS, EpisodeSpec(4, 2, 3), seed=1, rotate_classes=True)
+    turns_seen = set()
+    for index in range(6):
+        batch = episode_batch(images, sampler, [index])
+        episode = sampler.episode(index)
+        for rows, key, per_class in ((episode.support, "support", 2), (episode.query, "query", 3)):
+            for j, row in enumerate(rows):
+                k = int(episode.quarter_turns[j // per_class])
+                turns_seen.add(k)
+                expected = torch.rot90(images[row], k, dims=(-2, -1))
+                assert torch.equal(batch[key][0, j], expected)
+    assert turns_seen == {0, 1, 2, 3}
+    plain = EpisodeSampler(LABELS, EpisodeSpec(4, 2, 3), seed=1)
+    assert not plain.episode(0).quarter_turns.any()

@@ -247,6 +247,7 @@ def _dataset_row(name: str, path: Path | None) -> dict[str, Any]:
         "path": str(path) if path else None,
         "description": embedded.description if embedded else None,
         "train": None,
+        "val": None,
         "test": None,
         "image_shape": None,
         "classes": None,
@@ -261,6 +262,7 @@ def _dataset_row(name: str, path: Path | None) -> dict[str, Any]:
     return {
         **row,
         "train": splits.get("train", {}).get("count"),
+        "val": splits.get("val", {}).get("count"),
         "test": splits.get("test", {}).get("count"),
         "image_shape": manifest["image_shape"],
         "classes": len(manifest["classes"]),

@@ -26,18 +26,29 @@ class EpisodeSpec:
 
 @dataclass(frozen=True)
 class Episode:
-    """Row indices into the split (support and query, class-major) and the N class labels."""
+    """Row indices into the split (support and query, class-major), the N class labels and the
+    quarter turns each class's images get (all 0 unless the sampler rotates classes)."""
 
     support: np.ndarray
     query: np.ndarray
     classes: np.ndarray
+    quarter_turns: np.ndarray
 
 
 class EpisodeSampler:
-    """Seeded episodes over the labels of one split; each class needs K + Q rows."""
+    """Seeded episodes over the labels of one split; each class needs K + Q rows. With
+    `rotate_classes`, each class of an episode is turned by a random multiple of 90 degrees,
+    which makes it a new class (the Omniglot augmentation of Vinyals et al. and Snell et al.)."""
 
-    def __init__(self, labels: np.ndarray, spec: EpisodeSpec, seed: int, where: str = "split"):
-        self.spec, self.seed = spec, seed
+    def __init__(
+        self,
+        labels: np.ndarray,
+        spec: EpisodeSpec,
+        seed: int,
+        where: str = "split",
+        rotate_classes: bool = False,
+    ):
+        self.spec, self.seed, self.rotate_classes = spec, seed, rotate_classes
         labels = np.asarray(labels)
         classes, counts = np.unique(labels[labels >= 0], return_counts=True)
         per_episode = spec.shots + spec.queries
@@ -63,10 +74,12 @@ class EpisodeSampler:
                 for c in classes
             ]
         )
+        turns = rng.integers(0, 4, size=spec.ways) if self.rotate_classes else np.zeros(spec.ways)
         return Episode(
             support=rows[:, : spec.shots].reshape(-1),
             query=rows[:, spec.shots :].reshape(-1),
             classes=classes,
+            quarter_turns=turns.astype(np.int64),
         )
 
 
@@ -100,12 +113,26 @@ def episode_batch(
     support = np.stack([e.support for e in episodes])
     query = np.stack([e.query for e in episodes])
     tasks = len(indices)
+    support_x, query_x = images[torch.from_numpy(support)], images[torch.from_numpy(query)]
+    if sampler.rotate_classes:
+        turns = torch.from_numpy(np.stack([e.quarter_turns for e in episodes]))
+        support_x = _rotate_per_class(support_x, turns.repeat_interleave(spec.shots, dim=1))
+        query_x = _rotate_per_class(query_x, turns.repeat_interleave(spec.queries, dim=1))
     return {
-        "support": images[torch.from_numpy(support)],
-        "query": images[torch.from_numpy(query)],
+        "support": support_x,
+        "query": query_x,
         "support_label": torch.arange(spec.ways).repeat_interleave(spec.shots).repeat(tasks, 1),
         "query_label": torch.arange(spec.ways).repeat_interleave(spec.queries).repeat(tasks, 1),
     }
+
+
+def _rotate_per_class(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """[T, n, C, H, W] images, each turned by its own count of quarter turns [T, n]."""
+    out = images.clone()
+    for k in (1, 2, 3):
+        chosen = turns == k
+        out[chosen] = torch.rot90(images[chosen], k, dims=(-2, -1))
+    return out
 
 
 def images_in(batch: dict[str, torch.Tensor]) -> int:

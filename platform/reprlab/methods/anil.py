@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call
 
-from reprlab.methods.maml import MAML, _within
+from reprlab.methods.maml import MAML, weights_within
 
 
 class ANIL(MAML):
@@ -24,4 +24,4 @@ class ANIL(MAML):
 
     def task_logits(self, inputs: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         """Head logits of body features with the head's weights from `weights`."""
-        return functional_call(self.head, _within(weights, "head"), (inputs,))
+        return functional_call(self.head, weights_within(weights, "head"), (inputs,))

@@ -33,7 +33,7 @@ def batch_statistics_only(module: nn.Module) -> None:
             layer.running_mean = layer.running_var = layer.num_batches_tracked = None
 
 
-def _within(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def weights_within(weights: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries of `weights` named `prefix.*`, renamed relative to that submodule."""
     start = prefix + "."
     return {name[len(start) :]: w for name, w in weights.items() if name.startswith(start)}
@@ -74,8 +74,8 @@ class MAML(EpisodicMethod):
     def task_logits(self, inputs: torch.Tensor, weights: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits of `task_features` outputs with `weights` in place of the parameters
         of the same names."""
-        features = functional_call(self.backbone, _within(weights, "backbone"), (inputs,))
-        return functional_call(self.head, _within(weights, "head"), (features,))
+        features = functional_call(self.backbone, weights_within(weights, "backbone"), (inputs,))
+        return functional_call(self.head, weights_within(weights, "head"), (features,))
 
     def adapt(
         self, support: torch.Tensor, labels: torch.Tensor, steps: int, first_order: bool

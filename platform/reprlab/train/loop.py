@@ -171,6 +171,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             EpisodeSpec(episodes.ways, episodes.shots, episodes.queries),
             job.seed,
             where=f"{job.data.dataset}/{job.data.train_split}",
+            rotate_classes=episodes.rotate_classes,
         )
         steps_per_epoch = episodes.steps_per_epoch
     else:

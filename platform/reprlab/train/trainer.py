@@ -17,6 +17,7 @@ from ray.train.torch import TorchTrainer
 from reprlab.config import ConfigError, JobConfig
 from reprlab.data.augment import ViewPolicy
 from reprlab.data.catalog import reprlab_home, resolve_dataset
+from reprlab.data.episodes import EpisodeSpec
 from reprlab.data.pipeline import (
     bad_row_counter,
     build_policy,
@@ -26,7 +27,7 @@ from reprlab.data.pipeline import (
 )
 from reprlab.data.shards import verify_dataset
 from reprlab.eval.features import evaluate_encoder
-from reprlab.tracking.figures import log_view_pairs
+from reprlab.tracking.figures import log_episodes, log_view_pairs
 from reprlab.tracking.mlflow import log_encoder, start_run, tracked, tracking_uri
 from reprlab.train.checkpoint import load_checkpoint
 from reprlab.train.loop import make_training_module, train_loop_per_worker
@@ -185,7 +186,11 @@ def run_job(job: JobConfig, *, resume: str | None = None) -> RunSummary:
 
     with tracked(run_id, uri), mlflow.start_run(run_id=run_id):
         policy = build_policy(job.data.augment.model_dump(), job.data.image_size)
-        if job.tracking.augment_grid_pairs and job.data.episodes is None:
+        episodes = job.data.episodes
+        if episodes is not None:
+            spec = EpisodeSpec(episodes.ways, episodes.shots, episodes.queries)
+            log_episodes(dataset_dir, job.data.train_split, spec, episodes.rotate_classes, job.seed)
+        elif job.tracking.augment_grid_pairs:
             log_view_pairs(
                 dataset_dir, job.data.train_split, policy, job.tracking.augment_grid_pairs
             )
