@@ -178,7 +178,9 @@ def evaluate(
         str, typer.Argument(help="checkpoint folder, run folder, run name or MLflow run id")
     ],
     protocol: Annotated[str, typer.Option(help="evaluation protocol: fewshot")] = "fewshot",
-    dataset: Annotated[str, typer.Option(help="ingested dataset to score on")] = "glyphs",
+    dataset: Annotated[
+        str, typer.Option(help="ingested dataset (name or folder) to score on")
+    ] = "glyphs",
     split: Annotated[str, typer.Option(help="split whose classes form the episodes")] = "test",
     ways: Annotated[int, typer.Option(min=2, help="classes per episode")] = 5,
     shots: Annotated[str, typer.Option(help="support images per class, e.g. 1,5")] = "1,5",
@@ -202,8 +204,9 @@ def evaluate(
         shard_paths(dataset_dir, split)
     except (ValueError, ShardError) as error:
         _fail(str(error))
+    name = dataset_dir.name  # a dataset given by path is named by its folder, as when ingested
     settings = {
-        "dataset": dataset,
+        "dataset": name,
         "split": split,
         "ways": ways,
         "shots": shot_list,
@@ -225,15 +228,15 @@ def evaluate(
         )
     except ValueError as error:
         _fail(str(error))
-    metrics = {f"fewshot/{dataset}/{split}_{key}": value for key, value in results.items()}
+    metrics = {f"fewshot/{name}/{split}_{key}": value for key, value in results.items()}
     log_evaluation(
         run.mlflow_run_id,
         run.tracking_uri,
         metrics,
         settings,
-        f"eval/fewshot_{dataset}_{split}_{ways}way.json",
+        f"eval/fewshot_{name}_{split}_{ways}way.json",
     )
-    table = Table(title=f"{ways}-way few-shot on {dataset}/{split}, {episodes} episodes")
+    table = Table(title=f"{ways}-way few-shot on {name}/{split}, {episodes} episodes")
     for column in ("shots", "classifier", "accuracy", "95% CI"):
         table.add_column(column, justify="right")
     for k in shot_list:

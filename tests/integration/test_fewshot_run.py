@@ -5,6 +5,7 @@ then `reprlab eval` of the trained encoder, logged beside its run."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -18,14 +19,14 @@ from reprlab.train.trainer import run_job
 pytestmark = pytest.mark.integration
 
 
-def episodic_job(method: str, method_args: dict, tasks_per_step: int):
+def episodic_job(dataset: Path, method: str, method_args: dict, tasks_per_step: int):
     return validate_job(
         {
             "name": f"itest-{method}",
             "method": method,
             "method_args": method_args,
             "data": {
-                "dataset": "glyphs",
+                "dataset": str(dataset),
                 "eval_split": "val",
                 "image_size": 28,
                 "episodes": {
@@ -51,12 +52,13 @@ def episodic_job(method: str, method_args: dict, tasks_per_step: int):
 
 
 @pytest.fixture(scope="module")
-def glyphs() -> None:
-    ingest("glyphs")
+def glyphs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Rendered once for the module, outside the per-test $REPRLAB_HOME; jobs name its path."""
+    return ingest("glyphs", tmp_path_factory.mktemp("datasets"))
 
 
-def test_protonet_run_then_eval_of_its_encoder(ray_cluster, glyphs) -> None:
-    summary = run_job(episodic_job("protonet", {}, tasks_per_step=2))
+def test_protonet_run_then_eval_of_its_encoder(ray_cluster, glyphs: Path) -> None:
+    summary = run_job(episodic_job(glyphs, "protonet", {}, tasks_per_step=2))
     assert 0.2 < summary.metrics["fewshot/test_5way_1shot_acc"] <= 1.0
     assert 0 < summary.metrics["fewshot/test_5way_1shot_ci95"] < 0.2
     client = MlflowClient(summary.tracking_uri)
@@ -74,7 +76,8 @@ def test_protonet_run_then_eval_of_its_encoder(ray_cluster, glyphs) -> None:
     assert [m.step for m in history] == [1, 2]
 
     result = CliRunner().invoke(
-        app, ["eval", summary.run_name, "--dataset", "glyphs", "--shots", "1,5", "--episodes", "20"]
+        app,
+        ["eval", summary.run_name, "--dataset", str(glyphs), "--shots", "1,5", "--episodes", "20"],
     )
     assert result.exit_code == 0, result.output
     metrics = client.get_run(summary.run_id).data.metrics
@@ -86,14 +89,14 @@ def test_protonet_run_then_eval_of_its_encoder(ray_cluster, glyphs) -> None:
     assert record["settings"]["episodes"] == 20 and record["settings"]["shots"] == [1, 5]
 
 
-def test_eval_of_an_unknown_run_is_one_line(glyphs) -> None:
-    result = CliRunner().invoke(app, ["eval", "no-such-run", "--dataset", "glyphs"])
+def test_eval_of_an_unknown_run_is_one_line(glyphs: Path) -> None:
+    result = CliRunner().invoke(app, ["eval", "no-such-run", "--dataset", str(glyphs)])
     assert result.exit_code == 2
     assert "no-such-run: not a checkpoint folder" in result.output
 
 
-def test_maml_on_two_workers_all_reduces_meta_gradients(ray_cluster, glyphs) -> None:
-    summary = run_job(episodic_job("maml", {"ways": 5, "inner_steps": 1}, tasks_per_step=4))
+def test_maml_on_two_workers_all_reduces_meta_gradients(ray_cluster, glyphs: Path) -> None:
+    summary = run_job(episodic_job(glyphs, "maml", {"ways": 5, "inner_steps": 1}, tasks_per_step=4))
     assert 0.2 < summary.metrics["fewshot/test_5way_1shot_acc"] <= 1.0
     run = MlflowClient(summary.tracking_uri).get_run(summary.run_id)
     assert run.info.status == "FINISHED"
