@@ -12,7 +12,7 @@ from reprlab.eval.few_shot import distributed_episode_accuracies
 from reprlab.methods import method_class
 from reprlab.methods.distributed import average_gradients
 from reprlab.models.backbones import Conv4
-from reprlab.train.loop import _episode_batches
+from reprlab.train.loop import worker_episode_batches
 
 from .gloo import run_in_gloo_workers
 
@@ -36,7 +36,9 @@ def _meta_gradient(rank: int, world: int, name: str, args: dict, tasks: int) -> 
     torch.set_num_threads(1)
     method = _method(name, args)
     sampler = EpisodeSampler(LABELS, SPEC, seed=5)
-    batch = next(_episode_batches(_images(), sampler, tasks, range(3, 4), 8, torch.device("cpu")))
+    batch = next(
+        worker_episode_batches(_images(), sampler, tasks, range(3, 4), 8, torch.device("cpu"))
+    )
     batch = {k: v.double() if v.is_floating_point() else v for k, v in batch.items()}
     assert batch["support"].shape[0] == tasks // world
     method(batch)["loss"].backward()

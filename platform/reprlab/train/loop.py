@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import ray.train
 import ray.train.torch
@@ -108,7 +109,7 @@ def _sum_across_workers(values: list[float], device: torch.device) -> list[float
     return tensor.tolist()
 
 
-def _episode_batches(
+def worker_episode_batches(
     images: torch.Tensor,
     sampler: EpisodeSampler,
     tasks_per_step: int,
@@ -126,7 +127,7 @@ def _episode_batches(
         yield float_episodes(episode_batch(images, sampler, tasks), image_size, device)
 
 
-def _fewshot_sets(job: JobConfig, dataset_dir: str) -> dict[str, tuple[torch.Tensor, Any]]:
+def _fewshot_sets(job: JobConfig, dataset_dir: str) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
     """The splits few-shot evaluation reads, in memory: "val" (data.eval_split, when
     val_episodes) and "test" (eval.fewshot.split)."""
     fewshot = job.eval.fewshot
@@ -195,7 +196,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         lr = job.optim.lr
         if episodes is not None:
             first_step = epoch * steps_per_epoch
-            batches = _episode_batches(
+            batches = worker_episode_batches(
                 train_images,
                 sampler,
                 episodes.tasks_per_step,
