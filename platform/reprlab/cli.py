@@ -191,7 +191,8 @@ def evaluate(
     """Score a trained encoder, frozen, on N-way K-shot episodes (nearest prototype and a linear
     head on the support set) and log the result to the run it came from."""
     from reprlab.data.catalog import resolve_dataset
-    from reprlab.data.shards import ShardError, shard_paths
+    from reprlab.data.episodes import EpisodeSpec, episodes_problem
+    from reprlab.data.shards import ShardError, load_manifest, shard_paths
     from reprlab.eval.trained import fewshot_of_run, resolve_trained
     from reprlab.tracking.mlflow import log_evaluation
 
@@ -202,8 +203,13 @@ def evaluate(
         run = resolve_trained(source)
         dataset_dir = resolve_dataset(dataset)
         shard_paths(dataset_dir, split)
+        manifest = load_manifest(dataset_dir)
     except (ValueError, ShardError) as error:
         _fail(str(error))
+    for k in shot_list:
+        problem = episodes_problem(manifest, split, EpisodeSpec(ways, k, queries))
+        if problem:
+            _fail(f"--ways/--shots/--queries: {dataset} {problem}")
     name = dataset_dir.name  # a dataset given by path is named by its folder, as when ingested
     settings = {
         "dataset": name,

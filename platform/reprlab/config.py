@@ -290,13 +290,15 @@ class JobConfig(Strict):
 
     @model_validator(mode="after")
     def _batch_splits_evenly(self) -> JobConfig:
-        workers = max(1, self.scaling.num_workers)
-        if self.data.batch_size % workers:
-            raise ValueError(
-                f"data.batch_size: must be a multiple of scaling.num_workers ({workers}), "
-                f"got {self.data.batch_size}"
-            )
+        self._split_across_workers("data.batch_size", self.data.batch_size)
         return self
+
+    def _split_across_workers(self, key: str, value: int) -> None:
+        workers = max(1, self.scaling.num_workers)
+        if value % workers:
+            raise ValueError(
+                f"{key}: must be a multiple of scaling.num_workers ({workers}), got {value}"
+            )
 
     @model_validator(mode="after")
     def _backbone_fits(self) -> JobConfig:
@@ -350,12 +352,7 @@ class JobConfig(Strict):
                 f"model.global_bn: method {self.method!r} normalises each task by its own batch "
                 "statistics; must be false"
             )
-        workers = max(1, self.scaling.num_workers)
-        if episodes.tasks_per_step % workers:
-            raise ValueError(
-                f"data.episodes.tasks_per_step: must be a multiple of scaling.num_workers "
-                f"({workers}), got {episodes.tasks_per_step}"
-            )
+        self._split_across_workers("data.episodes.tasks_per_step", episodes.tasks_per_step)
         head_ways = getattr(self.parsed_method_args(), "ways", None)
         fewshot = self.eval.fewshot
         for key, ways in (

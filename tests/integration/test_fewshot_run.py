@@ -59,7 +59,8 @@ def glyphs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_protonet_run_then_eval_of_its_encoder(ray_cluster, glyphs: Path) -> None:
     summary = run_job(episodic_job(glyphs, "protonet", {}, tasks_per_step=2))
-    assert 0.2 < summary.metrics["fewshot/test_5way_1shot_acc"] <= 1.0
+    # chance is 0.2; an untrained conv4 already scores ~0.5, so misaligned labels would show
+    assert 0.4 < summary.metrics["fewshot/test_5way_1shot_acc"] <= 1.0
     assert 0 < summary.metrics["fewshot/test_5way_1shot_ci95"] < 0.2
     client = MlflowClient(summary.tracking_uri)
     run = client.get_run(summary.run_id)
@@ -82,7 +83,7 @@ def test_protonet_run_then_eval_of_its_encoder(ray_cluster, glyphs: Path) -> Non
     assert result.exit_code == 0, result.output
     metrics = client.get_run(summary.run_id).data.metrics
     for key in ("5way_1shot_proto", "5way_5shot_proto", "5way_5shot_linear"):
-        assert 0.2 < metrics[f"fewshot/glyphs/test_{key}_acc"] <= 1.0
+        assert 0.4 < metrics[f"fewshot/glyphs/test_{key}_acc"] <= 1.0
         assert f"fewshot/glyphs/test_{key}_ci95" in metrics
     local = client.download_artifacts(summary.run_id, "eval/fewshot_glyphs_test_5way.json")
     record = json.loads(open(local).read())

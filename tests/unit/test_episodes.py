@@ -206,3 +206,24 @@ def test_rotated_classes_turn_every_image_of_a_class_alike() -> None:
     assert turns_seen == {0, 1, 2, 3}
     plain = EpisodeSampler(LABELS, EpisodeSpec(4, 2, 3), seed=1)
     assert not plain.episode(0).quarter_turns.any()
+
+
+def test_episodes_a_split_cannot_give_fail_before_ray(tmp_path) -> None:
+    from reprlab.config import ConfigError, validate_job
+    from reprlab.train.trainer import job_dataset
+
+    path, _ = _class_split_dataset(tmp_path)  # 3 classes x 5 images in val and test
+    base = {
+        "data": {"dataset": str(path), "eval_split": "val", "image_size": 4},
+        "eval": {"linear_probe": False, "knn": False, "online_linear": False},
+    }
+    fits = {"ways": 3, "shots": [1, 2], "queries": 3, "episodes": 2, "val_episodes": 2}
+    job_dataset(validate_job({**base, "eval": {**base["eval"], "fewshot": fits}}))
+    too_many = {**fits, "queries": 4}  # 2 + 4 > 5 images per class
+    with pytest.raises(ConfigError, match=r"eval.fewshot: .* split 'test' has 0 classes with >= 6"):
+        job_dataset(validate_job({**base, "eval": {**base["eval"], "fewshot": too_many}}))
+    episodes = {"ways": 7, "shots": 1, "queries": 1, "tasks_per_step": 2}
+    maml = {**base, "method": "maml", "method_args": {"ways": 7}}
+    maml["data"] = {**base["data"], "episodes": episodes}
+    with pytest.raises(ConfigError, match=r"data.episodes: .* split 'train' has 6 classes"):
+        job_dataset(validate_job(maml))

@@ -189,6 +189,13 @@ def to_float_nchw(images: torch.Tensor) -> torch.Tensor:
     return images.permute(0, 3, 1, 2).float().div_(255)
 
 
+def resized(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """float [B,C,H,W] at image_size x image_size (antialiased bilinear), unchanged if it is."""
+    if images.shape[-2:] == (image_size, image_size):
+        return images
+    return F.interpolate(images, size=image_size, mode="bilinear", antialias=True)
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """float [B,C,H,W] in [0, 1] -> uint8, rounded: views travel as bytes, 4x less to move."""
     return images.mul(255).round_().clamp_(0, 255).to(torch.uint8)

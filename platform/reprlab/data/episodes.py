@@ -83,6 +83,20 @@ class EpisodeSampler:
         )
 
 
+def episodes_problem(manifest: dict, split: str, spec: EpisodeSpec) -> str | None:
+    """Why `split` of a dataset cannot yield `spec` episodes (from the manifest's per-class
+    counts, so a job learns it before Ray starts), or None."""
+    per_episode = spec.shots + spec.queries
+    per_class = manifest["splits"][split].get("per_class", {})
+    enough = sum(1 for count in per_class.values() if count >= per_episode)
+    if enough >= spec.ways:
+        return None
+    return (
+        f"split '{split}' has {enough} classes with >= {per_episode} images (shots {spec.shots} "
+        f"+ queries {spec.queries}); a {spec.ways}-way episode needs {spec.ways}"
+    )
+
+
 def split_images(dataset_dir: Path, split: str) -> tuple[torch.Tensor, np.ndarray]:
     """A whole split in memory as uint8 [n, C, H, W] plus labels. When the manifest records a
     class split, a row whose class belongs to another split is an error (episodes never mix)."""

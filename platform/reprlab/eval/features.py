@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from reprlab.config import JobConfig
 from reprlab.data.augment import to_float_nchw
+from reprlab.data.augment_ops import resized
 from reprlab.data.shards import read_split
 from reprlab.eval.knn import knn_accuracy
 from reprlab.eval.linear_probe import linear_probe_accuracy
@@ -27,8 +27,7 @@ def extract_features(
     chunks = []
     for start in range(0, len(images), batch_size):
         x = to_float_nchw(torch.from_numpy(images[start : start + batch_size])).to(device)
-        if x.shape[-1] != image_size or x.shape[-2] != image_size:
-            x = F.interpolate(x, size=image_size, mode="bilinear", antialias=True)
+        x = resized(x, image_size)
         chunks.append(method.embed(x).float().cpu())
     return torch.cat(chunks).numpy()
 

@@ -10,6 +10,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from reprlab.config import FewShotEvalConfig
+from reprlab.data.augment_ops import resized
 from reprlab.data.episodes import EpisodeSampler, EpisodeSpec, episode_batch
 from reprlab.methods import EpisodicMethod, Method
 from reprlab.methods.protonet import prototype_logits
@@ -96,9 +97,7 @@ def float_episodes(
     for key, value in batch.items():
         value = value.to(device)
         if value.dtype == torch.uint8:
-            images = value.flatten(0, 1).float().div_(255)
-            if images.shape[-1] != image_size or images.shape[-2] != image_size:
-                images = F.interpolate(images, size=image_size, mode="bilinear", antialias=True)
+            images = resized(value.flatten(0, 1).float().div_(255), image_size)
             value = images.view(*value.shape[:2], *images.shape[1:])
         out[key] = value
     return out
@@ -145,12 +144,12 @@ def fewshot_metrics(
     labels: np.ndarray,
     settings: FewShotEvalConfig,
     prefix: str,
+    count: int,
     image_size: int,
     device: torch.device,
 ) -> dict[str, float]:
     """`fewshot/<prefix>_<N>way_<K>shot_acc` and `..._ci95` for every K of `settings`, on the
-    fixed episodes of one split (`val_episodes` of them for "val", `episodes` otherwise)."""
-    count = settings.val_episodes if prefix == "val" else settings.episodes
+    first `count` fixed episodes of one split."""
     metrics = {}
     for shots in settings.shots:
         spec = EpisodeSpec(settings.ways, shots, settings.queries)

@@ -7,6 +7,7 @@ import math
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,16 +128,30 @@ def worker_episode_batches(
         yield float_episodes(episode_batch(images, sampler, tasks), image_size, device)
 
 
-def _fewshot_sets(job: JobConfig, dataset_dir: str) -> dict[str, tuple[torch.Tensor, np.ndarray]]:
-    """The splits few-shot evaluation reads, in memory: "val" (data.eval_split, when
-    val_episodes) and "test" (eval.fewshot.split)."""
+@dataclass
+class FewShotSplit:
+    """A split few-shot evaluation scores, held in memory: `episodes` of it after every epoch
+    (val) or after the last one only (test)."""
+
+    name: str
+    images: torch.Tensor
+    labels: np.ndarray
+    episodes: int
+    every_epoch: bool
+
+
+def _fewshot_splits(job: JobConfig, dataset_dir: str) -> list[FewShotSplit]:
+    """data.eval_split ("val", when val_episodes) and eval.fewshot.split ("test")."""
     fewshot = job.eval.fewshot
     if fewshot is None:
-        return {}
-    sets = {"test": split_images(Path(dataset_dir), fewshot.split)}
+        return []
+    splits = [("test", fewshot.split, fewshot.episodes, False)]
     if fewshot.val_episodes:
-        sets["val"] = split_images(Path(dataset_dir), job.data.eval_split)
-    return sets
+        splits.append(("val", job.data.eval_split, fewshot.val_episodes, True))
+    return [
+        FewShotSplit(name, *split_images(Path(dataset_dir), split), episodes, every_epoch)
+        for name, split, episodes, every_epoch in splits
+    ]
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -183,7 +198,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     warmup_steps = int(job.optim.warmup_epochs * steps_per_epoch)
     eval_shard = ray.train.get_dataset_shard("eval") if "eval" in config["datasets"] else None
     bank_shard = ray.train.get_dataset_shard("bank") if "bank" in config["datasets"] else None
-    fewshot_sets = _fewshot_sets(job, config["dataset_dir"])
+    fewshot_splits = _fewshot_splits(job, config["dataset_dir"])
     logger = RankZeroLogger(config.get("run_id"), config["tracking_uri"], rank)
     counter = bad_row_counter(config["counter_name"]) if rank == 0 else None
     bad_rows_before = ray.get(counter.value.remote()) if counter else 0
@@ -252,10 +267,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 knn_temperature=job.eval.knn_temperature,
                 device=device,
             )
-        for name, (split_x, split_y) in fewshot_sets.items():
-            if name == "val" or state.epoch == job.optim.epochs:
+        for split in fewshot_splits:
+            if split.every_epoch or state.epoch == job.optim.epochs:
                 metrics |= fewshot_metrics(
-                    method, split_x, split_y, job.eval.fewshot, name, job.data.image_size, device
+                    method,
+                    split.images,
+                    split.labels,
+                    job.eval.fewshot,
+                    split.name,
+                    split.episodes,
+                    job.data.image_size,
+                    device,
                 )
         if counter is not None:
             bad_rows_total = ray.get(counter.value.remote())

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reprlab.data.augment import to_float_nchw
+from reprlab.data.augment_ops import resized
 from reprlab.data.shards import decode_images
 from reprlab.eval.knn import knn_accuracy
 from reprlab.methods import Method
@@ -72,9 +73,7 @@ def _embed_shard(
     features, labels = [], []
     for batch in shard.iter_batches(batch_size=512, batch_format="numpy"):
         images, ok = decode_images(batch["image"], shape)
-        x = to_float_nchw(torch.from_numpy(images)).to(device)
-        if x.shape[-1] != image_size or x.shape[-2] != image_size:
-            x = F.interpolate(x, size=image_size, mode="bilinear", antialias=True)
+        x = resized(to_float_nchw(torch.from_numpy(images)).to(device), image_size)
         features.append(module.method.embed(x).float().cpu())
         labels.append(torch.from_numpy(np.asarray(batch["label"])[ok]).long())
     if not features:

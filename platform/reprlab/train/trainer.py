@@ -17,7 +17,7 @@ from ray.train.torch import TorchTrainer
 from reprlab.config import ConfigError, JobConfig
 from reprlab.data.augment import ViewPolicy
 from reprlab.data.catalog import reprlab_home, resolve_dataset
-from reprlab.data.episodes import EpisodeSpec
+from reprlab.data.episodes import EpisodeSpec, episodes_problem
 from reprlab.data.pipeline import (
     bad_row_counter,
     build_policy,
@@ -87,6 +87,10 @@ def job_dataset(job: JobConfig) -> tuple[Path, dict]:
             raise ConfigError(
                 f"{key}: '{split}' is not a split of {job.data.dataset}; allowed: {allowed}"
             )
+    for key, split, spec in _episode_settings(job):
+        problem = episodes_problem(manifest, split, spec)
+        if problem:
+            raise ConfigError(f"{key}: {job.data.dataset} {problem}")
     if "class_split" in manifest:
         for key in ("linear_probe", "knn", "online_linear", "knn_every"):
             if getattr(job.eval, key):
@@ -96,6 +100,21 @@ def job_dataset(job: JobConfig) -> tuple[Path, dict]:
                     "off (use eval.fewshot)"
                 )
     return dataset_dir, manifest
+
+
+def _episode_settings(job: JobConfig) -> list[tuple[str, str, EpisodeSpec]]:
+    """(config key, split, episode shape) of every episode set the job draws."""
+    settings = []
+    if (episodes := job.data.episodes) is not None:
+        spec = EpisodeSpec(episodes.ways, episodes.shots, episodes.queries)
+        settings.append(("data.episodes", job.data.train_split, spec))
+    if (fewshot := job.eval.fewshot) is not None:
+        splits = [fewshot.split] + ([job.data.eval_split] if fewshot.val_episodes else [])
+        for split in splits:
+            for shots in fewshot.shots:
+                spec = EpisodeSpec(fewshot.ways, shots, fewshot.queries)
+                settings.append(("eval.fewshot", split, spec))
+    return settings
 
 
 def build_trainer(
