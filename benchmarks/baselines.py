@@ -16,15 +16,15 @@ import time
 import numpy as np
 import torch
 
-from reprlab.config import load_job
-from reprlab.data.augment import two_views
-from reprlab.data.catalog import ingest, resolve_dataset
-from reprlab.data.pipeline import build_policy
-from reprlab.data.shards import load_manifest, read_split
+from reprlab.augment.ops import float_images
+from reprlab.config import JobConfig, load_job
+from reprlab.data.handle import DatasetHandle
 from reprlab.eval.features import evaluate_encoder
 from reprlab.eval.knn import knn_accuracy
 from reprlab.eval.linear_probe import linear_probe_accuracy
-from reprlab.train.loop import images_to_float, make_method, make_optimizer, warmup_cosine_lr
+from reprlab.methods import Method
+from reprlab.train.build import make_method
+from reprlab.train.optim import make_optimizer, set_lr, warmup_cosine_lr
 
 
 def raw_pixel_scores(train, test) -> dict[str, float]:
@@ -37,35 +37,37 @@ def raw_pixel_scores(train, test) -> dict[str, float]:
     }
 
 
-def plain_simclr(job, dataset_dir, in_chans: int, minutes: float) -> tuple[dict, int, float]:
-    """Single-process loop over in-memory uint8 images; returns scores, epochs, minutes."""
+def plain_loop(
+    job: JobConfig, dataset: DatasetHandle, minutes: float, epochs: int | None = None
+) -> tuple[Method, list[float]]:
+    """Single-process loop over in-memory uint8 images with the job's model, view policy, loss,
+    optimiser and schedule; returns the method and each epoch's seconds."""
     torch.manual_seed(job.seed)
-    images, _, _ = read_split(dataset_dir, job.data.train_split)
-    images = torch.from_numpy(images)
-    method = make_method(job, in_chans)
+    images = torch.from_numpy(dataset.read(job.data.train_split)[0])
+    method = make_method(job, dataset.in_chans)
     optimizer = make_optimizer(job, method)
-    policy = build_policy(job.data.augment.model_dump(), job.data.image_size)
+    policy = job.data.augment.at_size(job.data.image_size)
     generator = torch.Generator().manual_seed(job.seed)
     steps_per_epoch = len(images) // job.data.batch_size
     total = steps_per_epoch * job.optim.epochs
     warmup = int(job.optim.warmup_epochs * steps_per_epoch)
-    started, step, epochs = time.perf_counter(), 0, 0
-    while epochs < job.optim.epochs and time.perf_counter() - started < minutes * 60:
+    started, step, epoch_times = time.perf_counter(), 0, []
+    wanted = epochs or job.optim.epochs
+    while len(epoch_times) < wanted and time.perf_counter() - started < minutes * 60:
+        epoch_started = time.perf_counter()
         order = torch.randperm(len(images), generator=generator)
         method.train()
         for index in range(steps_per_epoch):
             rows = order[index * job.data.batch_size : (index + 1) * job.data.batch_size]
-            view1, view2 = two_views(images[rows], policy, generator)
-            for group in optimizer.param_groups:
-                group["lr"] = warmup_cosine_lr(step, total, warmup, job.optim.lr)
-            loss = method(images_to_float({"view1": view1, "view2": view2}))["loss"]
+            view1, view2 = policy.view_pair(images[rows], generator)
+            set_lr(optimizer, warmup_cosine_lr(step, total, warmup, job.optim.lr))
+            loss = method(float_images({"view1": view1, "view2": view2}))["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
-        epochs += 1
-    elapsed = (time.perf_counter() - started) / 60
-    return evaluate_encoder(method, dataset_dir, job), epochs, elapsed
+        epoch_times.append(time.perf_counter() - epoch_started)
+    return method, epoch_times
 
 
 def main() -> None:
@@ -77,20 +79,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     job = load_job(args.job)
-    try:
-        dataset_dir = resolve_dataset(job.data.dataset)
-    except ValueError:
-        dataset_dir = ingest(job.data.dataset)
-    in_chans = load_manifest(dataset_dir)["image_shape"][2]
-    train = read_split(dataset_dir, job.data.train_split)[:2]
-    test = read_split(dataset_dir, job.data.eval_split)[:2]
+    dataset = DatasetHandle.open_or_ingest(job.data.dataset)
+    train = dataset.read(job.data.train_split)
+    test = dataset.read(job.data.eval_split)
 
     rows = [("raw pixels", raw_pixel_scores(train, test))]
     torch.manual_seed(job.seed)
-    random_scores = evaluate_encoder(make_method(job, in_chans), dataset_dir, job)
+    random_scores = evaluate_encoder(make_method(job, dataset.in_chans), dataset, job)
     rows.append((f"random-init {job.model.backbone}", _short(random_scores)))
-    scores, epochs, minutes = plain_simclr(job, dataset_dir, in_chans, args.minutes)
-    rows.append((f"plain PyTorch SimCLR loop ({epochs} epochs, {minutes:.1f} min)", _short(scores)))
+    method, epoch_times = plain_loop(job, dataset, args.minutes)
+    scores = evaluate_encoder(method, dataset, job)
+    minutes = sum(epoch_times) / 60
+    name = f"plain PyTorch SimCLR loop ({len(epoch_times)} epochs, {minutes:.1f} min)"
+    rows.append((name, _short(scores)))
 
     print(f"| baseline on {job.data.dataset} | linear probe | kNN (k={job.eval.knn_k}) |")
     print("|---|---|---|")

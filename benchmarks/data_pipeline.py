@@ -4,7 +4,7 @@ images), on the same shards and the same cores. Prints images/s for each and the
 
 It also times the augmentation alone on one thread against kornia's batched per-sample
 augmentation with the same parameters (RGB input, so every colour op runs), the library
-reprlab would otherwise use: the reason data/augment.py is hand-written.
+reprlab would otherwise use: the reason reprlab/augment/ is hand-written.
 
     .venv/bin/python benchmarks/data_pipeline.py [--dataset mnist5k] [--epochs 5]
 """
@@ -23,10 +23,10 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from reprlab.data.augment import SimCLRAugment, to_float_nchw, two_views
-from reprlab.data.catalog import ingest, resolve_dataset
+from reprlab.augment import SimCLRPolicy
+from reprlab.augment.ops import to_float_nchw
+from reprlab.data.handle import DatasetHandle
 from reprlab.data.pipeline import view_dataset
-from reprlab.data.shards import load_manifest, read_split, shard_paths
 
 
 class ShardImages(Dataset):
@@ -48,7 +48,7 @@ class ShardImages(Dataset):
         return self.transform(image), self.transform(image), self.labels[index]
 
 
-def torchvision_views(policy: SimCLRAugment) -> T.Compose:
+def torchvision_views(policy: SimCLRPolicy) -> T.Compose:
     """The per-sample torchvision equivalent of `policy`."""
     return T.Compose(
         [
@@ -76,7 +76,7 @@ def measure(epochs: int, epoch_batches) -> float:
     return images / (time.perf_counter() - started)
 
 
-def kornia_views(policy: SimCLRAugment) -> torch.nn.Module:
+def kornia_views(policy: SimCLRPolicy) -> torch.nn.Module:
     """kornia's batched equivalent of `policy` (float input in [0, 1])."""
     return K.AugmentationSequential(
         K.RandomResizedCrop(
@@ -90,7 +90,7 @@ def kornia_views(policy: SimCLRAugment) -> torch.nn.Module:
     )
 
 
-def augmentation_only(images: np.ndarray, policy: SimCLRAugment, repeats: int = 3) -> tuple:
+def augmentation_only(images: np.ndarray, policy: SimCLRPolicy, repeats: int = 3) -> tuple:
     """Two-view images/s of reprlab's policy and of kornia's, one thread, RGB batches of 1024."""
     torch.set_num_threads(1)
     batch = torch.from_numpy(images[:1024]).expand(-1, -1, -1, 3).contiguous()
@@ -98,7 +98,7 @@ def augmentation_only(images: np.ndarray, policy: SimCLRAugment, repeats: int = 
     kornia_policy = kornia_views(policy)
 
     def ours() -> None:
-        two_views(batch, policy, generator)
+        policy.view_pair(batch, generator)
 
     def theirs() -> None:
         floats = to_float_nchw(batch)
@@ -123,14 +123,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
 
-    try:
-        dataset_dir = resolve_dataset(args.dataset)
-    except ValueError:
-        dataset_dir = ingest(args.dataset)
-    manifest = load_manifest(dataset_dir)
-    shape = tuple(manifest["image_shape"])
-    paths = shard_paths(dataset_dir, "train")
-    policy = SimCLRAugment(size=shape[0])
+    dataset = DatasetHandle.open_or_ingest(args.dataset)
+    shape = dataset.image_shape
+    paths = dataset.shard_paths("train")
+    policy = SimCLRPolicy().at_size(shape[0])
 
     loader = DataLoader(
         ShardImages(paths, shape, torchvision_views(policy)),
@@ -144,12 +140,12 @@ def main() -> None:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    dataset = view_dataset(dataset_dir, "train", policy)
-    platform = measure(args.epochs, lambda: dataset.iter_torch_batches(batch_size=args.batch_size))
+    views = view_dataset(dataset, "train", policy)
+    platform = measure(args.epochs, lambda: views.iter_torch_batches(batch_size=args.batch_size))
     print(f"reprlab Ray Data pipeline (batched views):      {platform:,.0f} images/s")
     print(f"ratio reprlab / DataLoader: {platform / baseline:.2f}x")
 
-    images, _, _ = read_split(dataset_dir, "train")
+    images, _ = dataset.read("train")
     ours, theirs = augmentation_only(images, policy)
     print(
         f"augmentation alone, 1 thread, RGB: reprlab {ours:,.0f} images/s, "

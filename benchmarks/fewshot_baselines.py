@@ -12,8 +12,7 @@ import argparse
 
 import torch
 
-from reprlab.data.catalog import resolve_dataset
-from reprlab.data.shards import read_split
+from reprlab.data.handle import DatasetHandle
 from reprlab.eval.features import extract_features
 from reprlab.eval.few_shot import frozen_fewshot
 from reprlab.models.backbones import Conv4
@@ -41,7 +40,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=64, help="random conv4 filters")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    images, labels, _ = read_split(resolve_dataset(args.dataset), args.split)
+    images, labels = DatasetHandle.open(args.dataset).read(args.split)
     encoders = {
         "raw pixels": torch.from_numpy(images.reshape(len(images), -1)).float() / 255,
         f"random conv4-{args.width}": torch.from_numpy(

@@ -24,8 +24,9 @@ from rich.console import Console
 from reprlab.config import JobConfig, load_job
 from reprlab.data.catalog import ingest
 from reprlab.eval.features import evaluate_encoder
-from reprlab.train.loop import make_method
-from reprlab.train.trainer import job_dataset, run_job
+from reprlab.train.build import make_method
+from reprlab.train.prepare import PreparedRun, prepare
+from reprlab.train.run import run_prepared
 
 START, END = "<!-- zoo:start -->", "<!-- zoo:end -->"
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
@@ -37,11 +38,11 @@ def zoo_jobs() -> list[Path]:
     return [JOBS / "quickstart.yaml", *sorted(JOBS.glob("*_mnist5k.yaml"))]
 
 
-def random_init_scores(job: JobConfig) -> dict[str, float]:
+def random_init_scores(prepared: PreparedRun) -> dict[str, float]:
     """Probe and kNN of the job's encoder before any training (seeded like the job)."""
-    dataset_dir, manifest = job_dataset(job)
+    job, dataset = prepared.job, prepared.dataset
     torch.manual_seed(job.seed)
-    return evaluate_encoder(make_method(job, manifest["image_shape"][2]), dataset_dir, job)
+    return evaluate_encoder(make_method(job, dataset.in_chans), dataset, job)
 
 
 def architecture(job: JobConfig) -> str:
@@ -87,11 +88,12 @@ def main() -> None:
     rows = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     for index, job in enumerate(jobs, 1):
         arch = architecture(job)
+        prepared = prepare(job)
         if arch not in baselines:
-            baselines[arch] = random_init_scores(job)["eval/linear_probe_acc"]
+            baselines[arch] = random_init_scores(prepared)["eval/linear_probe_acc"]
         console.rule(f"[{index}/{len(jobs)}] {job.name} ({job.method})")
         started = time.perf_counter()
-        summary = run_job(job)
+        summary = run_prepared(prepared, console=console)
         minutes = (time.perf_counter() - started) / 60
         probe = summary.metrics["eval/linear_probe_acc"]
         rows[job.name] = {

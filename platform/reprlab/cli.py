@@ -134,29 +134,32 @@ def run(
     resume: Annotated[
         str | None, typer.Option(help="continue the named run from its latest checkpoint")
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option(help="show Ray's own output too (otherwise in the run's ray.log)")
+    ] = False,
 ) -> None:
     """Train a job on Ray, evaluate its encoder, log everything to MLflow."""
     from reprlab.config import ConfigError, load_job
-    from reprlab.train.trainer import job_dataset, resumable_run, run_job
+    from reprlab.train.prepare import prepare
+    from reprlab.train.run import run_prepared
 
     try:
-        job = load_job(job_file, overrides or [])
-        job_dataset(job)
-        if resume:
-            resumable_run(resume)
+        prepared = prepare(load_job(job_file, overrides or []), resume=resume)
     except ConfigError as error:
         _fail(str(error))
-    summary = run_job(job, resume=resume)
-    table = Table(title=f"evaluation: {summary.run_name}")
+    summary = run_prepared(prepared, console=console, verbose=verbose)
+    record = summary.record
+    table = Table(title=f"evaluation: {record.run_name}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in summary.metrics.items():
         table.add_row(key, f"{value:.4f}")
     console.print(table)
-    console.print(f"MLflow run {summary.run_id} in {summary.tracking_uri}", highlight=False)
+    console.print(f"MLflow run {record.mlflow_run_id} in {record.tracking_uri}", highlight=False)
+    console.print(f"Ray's output: {record.log_file}", highlight=False)
     console.print(
         f"browse it: reprlab ui   (or: mlflow ui --backend-store-uri "
-        f"{shlex.quote(summary.tracking_uri)} --host 127.0.0.1)",
+        f"{shlex.quote(record.tracking_uri)} --host 127.0.0.1)",
         highlight=False,
         soft_wrap=True,
     )
@@ -190,27 +193,30 @@ def evaluate(
 ) -> None:
     """Score a trained encoder, frozen, on N-way K-shot episodes (nearest prototype and a linear
     head on the support set) and log the result to the run it came from."""
-    from reprlab.data.catalog import resolve_dataset
     from reprlab.data.episodes import EpisodeSpec, episodes_problem
-    from reprlab.data.shards import ShardError, load_manifest, shard_paths
-    from reprlab.eval.trained import fewshot_of_run, resolve_trained
+    from reprlab.data.handle import DatasetHandle
+    from reprlab.eval.few_shot import fewshot_of_encoder
+    from reprlab.runs import find_trained
     from reprlab.tracking.mlflow import log_evaluation
+    from reprlab.train.build import load_trained_method
 
     if protocol != "fewshot":
         _fail(f"--protocol: allowed: fewshot, got {protocol!r}")
     shot_list = _shot_list(shots)
     try:
-        run = resolve_trained(source)
-        dataset_dir = resolve_dataset(dataset)
-        shard_paths(dataset_dir, split)
-        manifest = load_manifest(dataset_dir)
-    except (ValueError, ShardError) as error:
+        run, checkpoint = find_trained(source)
+        scored = DatasetHandle.open(dataset)
+    except ValueError as error:
         _fail(str(error))
+    if split not in scored.splits:
+        _fail(
+            f"--split: '{split}' is not a split of {dataset}; allowed: {', '.join(scored.splits)}"
+        )
     for k in shot_list:
-        problem = episodes_problem(manifest, split, EpisodeSpec(ways, k, queries))
+        problem = episodes_problem(scored.manifest, split, EpisodeSpec(ways, k, queries))
         if problem:
             _fail(f"--ways/--shots/--queries: {dataset} {problem}")
-    name = dataset_dir.name  # a dataset given by path is named by its folder, as when ingested
+    name = scored.name  # a dataset given by path is named by its folder, as when ingested
     settings = {
         "dataset": name,
         "split": split,
@@ -219,13 +225,16 @@ def evaluate(
         "queries": queries,
         "episodes": episodes,
         "seed": seed,
-        "checkpoint": str(run.checkpoint),
+        "checkpoint": str(checkpoint),
     }
+    images, labels = scored.read(split)
     try:
-        results = fewshot_of_run(
-            run,
-            dataset_dir,
-            split=split,
+        results = fewshot_of_encoder(
+            load_trained_method(run, checkpoint),
+            images,
+            labels,
+            in_chans=run.in_chans,
+            image_size=run.job.data.image_size,
             ways=ways,
             shots=shot_list,
             queries=queries,
@@ -271,19 +280,18 @@ def augment_preview(
     pairs: Annotated[int, typer.Option(min=1, help="images (rows) to show")] = 8,
     seed: Annotated[int, typer.Option(help="seed of the views")] = 0,
 ) -> None:
-    """Write a PNG grid of the job's augmentation: original, view 1, view 2 per row."""
+    """Write a PNG of what the job trains on: for views, original, view 1, view 2 per row; for
+    episodes, the first training episode."""
     from reprlab.config import ConfigError, load_job
-    from reprlab.data.pipeline import build_policy
-    from reprlab.tracking.figures import policy_figure
-    from reprlab.train.trainer import job_dataset
+    from reprlab.train.prepare import prepare
+    from reprlab.train.sources import batch_source
 
     try:
-        job = load_job(job_file, overrides or [])
-        dataset_dir, _ = job_dataset(job)
+        prepared = prepare(load_job(job_file, overrides or []))
     except ConfigError as error:
         _fail(str(error))
-    policy = build_policy(job.data.augment.model_dump(), job.data.image_size)
-    figure = policy_figure(dataset_dir, job.data.train_split, policy, pairs, seed)
+    job = prepared.job
+    figure = batch_source(job, prepared.dataset).preview_figure(pairs, seed)
     path = out or Path(f"{job.name}-augment.png")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)

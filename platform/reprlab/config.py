@@ -6,22 +6,16 @@ file, the dotted key, the value and what is allowed.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, Tag, ValidationError, model_validator
 
+from reprlab.augment import AugmentConfig, SimCLRPolicy
 from reprlab.methods import METHODS, MethodArgs, method_class
+from reprlab.models.backbones import BACKBONES
 
 
 class ConfigError(ValueError):
@@ -30,144 +24,6 @@ class ConfigError(ValueError):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-Probability = Annotated[float, Field(ge=0, le=1)]
-
-
-class _AugmentBase(Strict):
-    """Fields every view policy has (data/augment.py ViewPolicy)."""
-
-    policy: str
-    mixer: Literal["none", "mixup", "cutmix"] = Field(
-        "none", description="mix view 1 within the batch (supervised jobs): label_mix, mix_weight"
-    )
-    mix_alpha: float = Field(1.0, gt=0, description="mixing weight ~ Beta(mix_alpha, mix_alpha)")
-
-
-class _CropAugment(_AugmentBase):
-    crop_scale: tuple[float, float] = (0.2, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip_p: Probability = 0.5
-
-    @model_validator(mode="after")
-    def _ranges_ordered(self) -> _CropAugment:
-        low, high = self.crop_scale
-        if not 0 < low <= high <= 1:
-            raise ValueError(
-                f"crop_scale: must be 0 < low <= high <= 1, got {list(self.crop_scale)}"
-            )
-        if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
-            raise ValueError(f"crop_ratio: must be 0 < low <= high, got {list(self.crop_ratio)}")
-        return self
-
-
-class _JitterAugment(_CropAugment):
-    brightness: float = Field(0.4, ge=0, le=1)
-    contrast: float = Field(0.4, ge=0, le=1)
-    saturation: float = Field(0.4, ge=0, le=1)
-    hue: float = Field(0.1, ge=0, le=0.5)
-    jitter_p: Probability = 0.8
-    grayscale_p: Probability = 0.2
-
-
-class SimCLRAugmentConfig(_JitterAugment):
-    policy: Literal["simclr"] = "simclr"
-    strength: float | None = Field(
-        None, ge=0, le=1.25, description="sets brightness/contrast/saturation 0.8s, hue 0.2s"
-    )
-    blur_p: Probability = 0.0
-
-    @model_validator(mode="after")
-    def _strength_sets_jitter(self) -> SimCLRAugmentConfig:
-        if self.strength is not None:  # in bounds: strength <= 1.25 keeps them <= 1 and 0.25
-            color, hue = 0.8 * self.strength, 0.2 * self.strength
-            # written past validate_assignment, which would re-run this validator
-            self.__dict__.update(brightness=color, contrast=color, saturation=color, hue=hue)
-        return self
-
-
-class BYOLAugmentConfig(_JitterAugment):
-    policy: Literal["byol"] = "byol"
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    saturation: float = Field(0.2, ge=0, le=1)
-    view1_blur_p: Probability = 1.0
-    view2_blur_p: Probability = 0.1
-    view1_solarize_p: Probability = 0.0
-    view2_solarize_p: Probability = 0.2
-
-
-class MAEAugmentConfig(_CropAugment):
-    policy: Literal["mae"] = "mae"
-
-
-class RandAugmentConfig(_CropAugment):
-    policy: Literal["randaugment"] = "randaugment"
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    num_ops: int = Field(2, ge=0, le=10)
-    magnitude: int = Field(9, ge=0, le=30, description="RandAugment magnitude bin, 0..30")
-
-
-class ThreeAugmentConfig(_CropAugment):
-    policy: Literal["three_augment"] = "three_augment"
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    color_jitter: float = Field(0.3, ge=0, le=1)
-
-
-class _FlipTranslate(_AugmentBase):
-    hflip_p: Probability = 0.5
-    translate: float = Field(0.125, ge=0, le=0.5, description="max shift, fraction of the side")
-    padding_mode: Literal["reflect", "zeros"] = "reflect"
-
-
-class WeakAugmentConfig(_FlipTranslate):
-    policy: Literal["weak"] = "weak"
-
-
-class StrongAugmentConfig(_FlipTranslate):
-    policy: Literal["strong"] = "strong"
-    num_ops: int = Field(2, ge=0, le=10)
-    magnitude: int = Field(10, ge=0, le=30, description="RandAugment magnitude bin, 0..30")
-    cutout: float = Field(0.5, ge=0, le=1, description="Cutout square side, fraction of image")
-
-
-AUGMENT_CONFIGS: dict[str, type[_AugmentBase]] = {
-    "simclr": SimCLRAugmentConfig,
-    "byol": BYOLAugmentConfig,
-    "mae": MAEAugmentConfig,
-    "randaugment": RandAugmentConfig,
-    "three_augment": ThreeAugmentConfig,
-    "weak": WeakAugmentConfig,
-    "strong": StrongAugmentConfig,
-}
-
-
-def _policy_tag(value: Any) -> str:
-    if isinstance(value, dict):
-        return value.get("policy", "simclr")
-    return getattr(value, "policy", "simclr")
-
-
-def _known_policy(value: Any) -> Any:
-    if isinstance(value, dict) and _policy_tag(value) not in AUGMENT_CONFIGS:
-        allowed = ", ".join(repr(name) for name in AUGMENT_CONFIGS)
-        raise ValueError(f"policy: must be one of {allowed}, got {_policy_tag(value)!r}")
-    return value
-
-
-AugmentConfig = Annotated[
-    Annotated[SimCLRAugmentConfig, Tag("simclr")]
-    | Annotated[BYOLAugmentConfig, Tag("byol")]
-    | Annotated[MAEAugmentConfig, Tag("mae")]
-    | Annotated[RandAugmentConfig, Tag("randaugment")]
-    | Annotated[ThreeAugmentConfig, Tag("three_augment")]
-    | Annotated[WeakAugmentConfig, Tag("weak")]
-    | Annotated[StrongAugmentConfig, Tag("strong")],
-    Discriminator(_policy_tag),
-    BeforeValidator(_known_policy),
-]
-"""The view policy (data/augment.py) chosen by `policy` (default simclr), with that policy's
-own fields; all searchable by Ray Tune."""
 
 
 class EpisodeConfig(Strict):
@@ -192,7 +48,7 @@ class DataConfig(Strict):
     eval_split: str = "test"
     image_size: int = Field(28, gt=0, le=1024)
     batch_size: int = Field(256, ge=2, description="global batch, split evenly across workers")
-    augment: AugmentConfig = SimCLRAugmentConfig()
+    augment: AugmentConfig = SimCLRPolicy()
     map_batch_size: int = Field(1024, gt=0, description="rows per Ray Data augmentation task")
     cache: bool = Field(True, description="keep shard rows in the object store across epochs")
     data_cpus: float = Field(1.0, gt=0, description="CPUs Ray Data may use beside the trainers")
@@ -208,6 +64,22 @@ class ModelConfig(Strict):
     width: int | None = Field(None, gt=0, description="conv4 filters per layer (default 64)")
     patch_size: int = Field(4, gt=0, description="ViT patch side; must divide data.image_size")
     global_bn: bool = Field(False, description="batch-norm statistics over all workers' batches")
+
+    @model_validator(mode="after")
+    def _width_only_where_taken(self) -> ModelConfig:
+        if self.width is not None and not _takes_width(self.backbone):
+            sized = ", ".join(name for name in BACKBONES if _takes_width(name))
+            raise ValueError(
+                f"width: only {sized} has a width; backbone {self.backbone!r} takes none "
+                "(remove model.width)"
+            )
+        return self
+
+
+def _takes_width(backbone: str) -> bool:
+    """Whether the backbone's factory (models/backbones.py BACKBONES) has a `width` argument."""
+    factory = BACKBONES.get(backbone)
+    return factory is not None and "width" in inspect.signature(factory).parameters
 
 
 class OptimConfig(Strict):
@@ -328,7 +200,7 @@ class JobConfig(Strict):
 
     @model_validator(mode="after")
     def _episodes_match_method(self) -> JobConfig:
-        episodic = method_class(self.method).episodic
+        episodic = method_class(self.method).batch_source == "episodes"
         episodes = self.data.episodes
         if episodic and episodes is None:
             raise ValueError(

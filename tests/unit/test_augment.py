@@ -4,7 +4,7 @@ and the asymmetries that define BYOL and 3-Augment."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import pickle
 
 import numpy as np
 import pytest
@@ -12,19 +12,18 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
-from reprlab.data import augment_ops
-from reprlab.data.augment import (
+from reprlab.augment import (
     POLICIES,
-    BYOLAugment,
-    MAEAugment,
-    SimCLRAugment,
-    ThreeAugment,
-    WeakAugment,
-    two_views,
+    BYOLPolicy,
+    MAEPolicy,
+    SimCLRPolicy,
+    ThreeAugmentPolicy,
+    WeakPolicy,
+    ops,
+    spatial,
 )
-from reprlab.data.catalog import ingest
 from reprlab.data.pipeline import augment_views
-from reprlab.tracking.figures import policy_figure
+from reprlab.tracking.figures import view_pairs_figure
 
 
 def _images(n: int = 16, size: int = 12, channels: int = 3, seed: int = 0) -> torch.Tensor:
@@ -40,9 +39,9 @@ def _bright_images(n: int, size: int = 12, channels: int = 3) -> torch.Tensor:
 @pytest.mark.parametrize("name", sorted(POLICIES))
 @pytest.mark.parametrize("channels", [1, 3])
 def test_views_shape_dtype_and_range(name: str, channels: int) -> None:
-    policy = POLICIES[name](size=20)
+    policy = POLICIES[name]().at_size(20)
     images = _images(channels=channels)
-    view1, view2 = two_views(images, policy, torch.Generator().manual_seed(0))
+    view1, view2 = policy.view_pair(images, torch.Generator().manual_seed(0))
     assert view1.shape == view2.shape == (16, channels, 20, 20)
     assert view1.dtype == view2.dtype == torch.uint8
     assert not torch.equal(view1, view2)
@@ -52,7 +51,7 @@ def test_views_shape_dtype_and_range(name: str, channels: int) -> None:
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_every_image_draws_its_own_parameters(name: str) -> None:
     same = _images(n=1, size=24).expand(32, -1, -1, -1).contiguous()
-    view1, _ = POLICIES[name](size=24).view_pair(same, torch.Generator().manual_seed(1))
+    view1, _ = POLICIES[name]().at_size(24).view_pair(same, torch.Generator().manual_seed(1))
     distinct = {view1[i].numpy().tobytes() for i in range(32)}
     # weak views have 98 possible outcomes (7 x 7 shifts, flip or not): repeats are expected
     assert len(distinct) >= (16 if name == "weak" else 32)
@@ -60,7 +59,7 @@ def test_every_image_draws_its_own_parameters(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_same_seed_same_views(name: str) -> None:
-    policy = POLICIES[name](size=12)
+    policy = POLICIES[name]().at_size(12)
     first = policy.view_pair(_images(), torch.Generator().manual_seed(7))
     second = policy.view_pair(_images(), torch.Generator().manual_seed(7))
     other = policy.view_pair(_images(), torch.Generator().manual_seed(8))
@@ -72,26 +71,26 @@ def test_same_seed_same_views(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_views_on_a_cuda_batch(name: str) -> None:
     generator = torch.Generator(device="cuda").manual_seed(0)
-    view1, view2 = POLICIES[name](size=16).view_pair(_images().cuda(), generator)
+    view1, view2 = POLICIES[name]().at_size(16).view_pair(_images().cuda(), generator)
     assert view1.device.type == view2.device.type == "cuda"
     assert view1.shape == (16, 3, 16, 16) and view1.dtype == torch.uint8
 
 
 def test_simclr_strength_sets_the_jitter_and_blur_p_blurs() -> None:
-    policy = SimCLRAugment(size=12, strength=0.5)
+    policy = SimCLRPolicy(strength=0.5)
     assert (policy.brightness, policy.contrast, policy.saturation, policy.hue) == (
         0.4,
         0.4,
         0.4,
         0.1,
     )
-    strong = SimCLRAugment(size=12, brightness=0.1, strength=1.0)
+    strong = SimCLRPolicy(brightness=0.1, strength=1.0)
     assert strong.brightness == pytest.approx(0.8) and strong.hue == pytest.approx(0.2)
     plain = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_p=0.0, jitter_p=0.0)
     images = _images(n=8, size=30)
-    sharp = SimCLRAugment(size=30, grayscale_p=0.0, **plain)(images, torch.Generator())
+    sharp = SimCLRPolicy(grayscale_p=0.0, **plain).at_size(30)(images, torch.Generator())
     assert torch.equal(sharp, images.permute(0, 3, 1, 2))
-    blurred = SimCLRAugment(size=30, grayscale_p=0.0, blur_p=1.0, **plain)(
+    blurred = SimCLRPolicy(grayscale_p=0.0, blur_p=1.0, **plain).at_size(30)(
         images, torch.Generator().manual_seed(0)
     )
     assert blurred.float().diff(dim=-1).abs().mean() < sharp.float().diff(dim=-1).abs().mean()
@@ -101,15 +100,15 @@ def test_byol_blurs_every_first_view_and_solarizes_a_fifth_of_second_views(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     blurred: list[int] = []
-    real_blur = augment_ops.gaussian_blur
+    real_blur = spatial.gaussian_blur
 
     def counting_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         blurred.append(images.shape[0])
         return real_blur(images, sigma)
 
-    monkeypatch.setattr(augment_ops, "gaussian_blur", counting_blur)
+    monkeypatch.setattr(spatial, "gaussian_blur", counting_blur)
     n = 2000
-    policy = BYOLAugment(size=12, jitter_p=0.0, grayscale_p=0.0)
+    policy = BYOLPolicy(jitter_p=0.0, grayscale_p=0.0).at_size(12)
     view1, view2 = policy.view_pair(_bright_images(n), torch.Generator().manual_seed(0))
     first_blurred, second_blurred = blurred
     assert first_blurred == n
@@ -124,7 +123,8 @@ def test_three_augment_applies_exactly_one_of_gray_solarize_blur_per_image() -> 
     n = 1500
     images = _bright_images(n)
     images[..., 0] = 255  # every image coloured: grayscale makes its channels equal
-    policy = ThreeAugment(size=12, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), color_jitter=0)
+    square = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    policy = ThreeAugmentPolicy(color_jitter=0, **square).at_size(12)
     view = policy(images, torch.Generator().manual_seed(0))
     gray = (view[:, 0] == view[:, 1]).all(dim=(1, 2)) & (view[:, 1] == view[:, 2]).all(dim=(1, 2))
     solarized = view.amax(dim=(1, 2, 3)) <= 127
@@ -136,15 +136,16 @@ def test_three_augment_applies_exactly_one_of_gray_solarize_blur_per_image() -> 
 
 def test_mae_is_crop_and_flip_only() -> None:
     images = _images(n=4, size=16)
-    identity = MAEAugment(size=16, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_p=0.0)
+    square = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    identity = MAEPolicy(hflip_p=0.0, **square).at_size(16)
     assert torch.equal(identity(images, torch.Generator()), images.permute(0, 3, 1, 2))
-    flipped = MAEAugment(size=16, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip_p=1.0)
+    flipped = MAEPolicy(hflip_p=1.0, **square).at_size(16)
     assert torch.equal(flipped(images, torch.Generator()), images.permute(0, 3, 1, 2).flip(-1))
 
 
 def test_weak_view_is_a_shift_of_the_image() -> None:
     images = _images(n=20, size=16)
-    views = WeakAugment(size=16, hflip_p=0.0, translate=0.25, padding_mode="zeros")(
+    views = WeakPolicy(hflip_p=0.0, translate=0.25, padding_mode="zeros").at_size(16)(
         images, torch.Generator().manual_seed(0)
     )
     padded = F.pad(images.permute(0, 3, 1, 2), (4, 4, 4, 4))
@@ -159,7 +160,7 @@ def test_weak_view_is_a_shift_of_the_image() -> None:
 
 
 def test_crop_boxes_inside_image_with_area_in_scale() -> None:
-    boxes = augment_ops.random_resized_crop_boxes(
+    boxes = ops.random_resized_crop_boxes(
         2000, 30, 40, (0.2, 0.6), (3 / 4, 4 / 3), torch.Generator().manual_seed(0)
     )
     top, left, h, w = boxes.unbind(1)
@@ -171,21 +172,21 @@ def test_crop_boxes_inside_image_with_area_in_scale() -> None:
 
 
 def test_crop_matches_interpolate_inside_the_box_and_flip_mirrors() -> None:
-    x = augment_ops.to_float_nchw(_images(n=2, size=16))
+    x = ops.to_float_nchw(_images(n=2, size=16))
     box = torch.tensor([[2.0, 4.0, 8.0, 8.0]] * 2)
     no_flip = torch.zeros(2, dtype=torch.bool)
-    out = augment_ops.crop_flip_resize(x, box, no_flip, 16)
+    out = ops.crop_flip_resize(x, box, no_flip, 16)
     reference = F.interpolate(x[:, :, 2:10, 4:12], size=16, mode="bilinear", align_corners=False)
     assert torch.allclose(out[..., 1:-1, 1:-1], reference[..., 1:-1, 1:-1], atol=1e-5)
     full = torch.tensor([[0.0, 0.0, 16.0, 16.0]] * 2)
-    flipped = augment_ops.crop_flip_resize(x, full, torch.ones(2, dtype=torch.bool), 16)
+    flipped = ops.crop_flip_resize(x, full, torch.ones(2, dtype=torch.bool), 16)
     assert torch.allclose(flipped, x.flip(-1), atol=1e-6)
 
 
 def test_saturation_matches_torchvision() -> None:
-    x = augment_ops.to_float_nchw(_images(n=3))
+    x = ops.to_float_nchw(_images(n=3))
     factors = torch.tensor([0.6, 1.0, 1.4])
-    matrices = augment_ops._saturation_matrices(factors)
+    matrices = ops._saturation_matrices(factors)
     ours = torch.einsum("bij,bjhw->bihw", matrices, x).clamp(0, 1)
     for i, factor in enumerate(factors.tolist()):
         assert torch.allclose(ours[i], TF.adjust_saturation(x[i], factor), atol=1e-5)
@@ -193,20 +194,20 @@ def test_saturation_matches_torchvision() -> None:
 
 def test_hue_rotation_keeps_grays_and_luma_and_inverts() -> None:
     shifts = torch.tensor([0.1, -0.1, 0.25])
-    matrices = augment_ops._hue_matrices(shifts)
+    matrices = ops._hue_matrices(shifts)
     gray = torch.full((3, 1), 0.5)
     assert torch.allclose(matrices @ gray, gray.expand(3, 3, 1), atol=1e-6)
-    inverse = augment_ops._hue_matrices(-shifts)
+    inverse = ops._hue_matrices(-shifts)
     assert torch.allclose(inverse @ matrices, torch.eye(3).expand(3, 3, 3), atol=1e-5)
     luma = torch.tensor([0.299, 0.587, 0.114])
     assert torch.allclose(luma @ matrices, luma.expand(3, 3), atol=1e-5)
 
 
 def test_jitter_off_is_identity_and_on_matches_brightness_contrast_definitions() -> None:
-    x = augment_ops.to_float_nchw(_images(n=8, channels=1))
+    x = ops.to_float_nchw(_images(n=8, channels=1))
     generator = torch.Generator().manual_seed(0)
-    assert torch.equal(augment_ops.color_jitter(x, 0.4, 0.4, 0.4, 0.1, 0.0, generator), x)
-    only_brightness = augment_ops.color_jitter(x, 0.4, 0.0, 0.0, 0.0, 1.0, generator)
+    assert torch.equal(ops.color_jitter(x, 0.4, 0.4, 0.4, 0.1, 0.0, generator), x)
+    only_brightness = ops.color_jitter(x, 0.4, 0.0, 0.0, 0.0, 1.0, generator)
     ratio = only_brightness.sum(dim=(1, 2, 3)) / x.sum(dim=(1, 2, 3))
     assert ((ratio > 0.6 - 1e-4) & (ratio < 1.4 + 1e-4)).all()
     assert ratio.std() > 0.01  # per-image factors
@@ -217,8 +218,8 @@ def test_jitter_off_is_identity_and_on_matches_brightness_contrast_definitions()
 
 
 def test_grayscale_always_gives_equal_channels() -> None:
-    x = augment_ops.to_float_nchw(_images(n=4))
-    gray = augment_ops.random_grayscale(x, 1.0, torch.Generator().manual_seed(0))
+    x = ops.to_float_nchw(_images(n=4))
+    gray = ops.random_grayscale(x, 1.0, torch.Generator().manual_seed(0))
     assert torch.allclose(gray[:, 0], gray[:, 1]) and torch.allclose(gray[:, 1], gray[:, 2])
     assert torch.allclose(gray[:, :1], TF.rgb_to_grayscale(x), atol=1e-6)
 
@@ -229,18 +230,48 @@ def test_augment_views_skips_corrupt_rows() -> None:
     blobs[1] = b"\x00\x01"  # truncated
     blobs[3] = None
     batch = {"image": blobs, "label": np.arange(5)}
-    out = augment_views(batch, shape=(8, 8, 1), policy=SimCLRAugment(size=8))
+    out = augment_views(batch, shape=(8, 8, 1), policy=SimCLRPolicy().at_size(8))
     assert out["view1"].shape == out["view2"].shape == (3, 1, 8, 8)
     assert sorted(out["label"].tolist()) == [0, 2, 4]
     assert "label_mix" not in out and "mix_weight" not in out
 
 
-@pytest.fixture(scope="module")
-def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ingest("digits", tmp_path_factory.mktemp("datasets"))
-
-
 @pytest.mark.parametrize("name", sorted(POLICIES))
-def test_view_pairs_figure_for_every_policy(name: str, digits_dir: Path) -> None:
-    figure = policy_figure(digits_dir, "train", POLICIES[name](size=16), pairs=3)
+def test_view_pairs_figure_for_every_policy(name: str) -> None:
+    originals = _images(n=3, size=16, channels=1)
+    policy = POLICIES[name]().at_size(16)
+    view1, view2 = policy.view_pair(originals, torch.Generator().manual_seed(0))
+    figure = view_pairs_figure(
+        originals.numpy(), view1.permute(0, 2, 3, 1).numpy(), view2.permute(0, 2, 3, 1).numpy()
+    )
     assert len(figure.axes) == 9
+
+
+def test_a_policy_gets_its_view_size_from_the_job_not_its_fields() -> None:
+    policy = SimCLRPolicy()
+    with pytest.raises(ValueError, match="no view size; use at_size"):
+        policy(_images(n=2), torch.Generator())
+    sized = policy.at_size(20)
+    assert sized.size == 20 and policy._size is None
+    assert sized != policy and sized == SimCLRPolicy().at_size(20)
+    assert "size" not in sized.model_dump()
+
+
+def test_a_sized_policy_survives_pickling_for_ray_tasks() -> None:
+    policy = BYOLPolicy(view2_solarize_p=0.5).at_size(14)
+    restored = pickle.loads(pickle.dumps(policy))
+    assert restored == policy and restored.size == 14
+    images = _images(n=4)
+    expected = policy.view_pair(images, torch.Generator().manual_seed(2))
+    again = restored.view_pair(images, torch.Generator().manual_seed(2))
+    assert all(torch.equal(a, b) for a, b in zip(expected, again, strict=True))
+
+
+def test_to_float_converts_any_layout_and_to_float_nchw_moves_channels() -> None:
+    images = _images(n=2, size=5)
+    floats = ops.to_float(images)
+    assert floats.dtype == torch.float32 and floats.shape == images.shape
+    assert torch.equal(floats * 255, images.float())
+    assert torch.equal(ops.to_float_nchw(images), floats.permute(0, 3, 1, 2))
+    episodes = torch.randint(0, 256, (2, 3, 1, 4, 4), dtype=torch.uint8)
+    assert torch.equal(ops.to_uint8(ops.to_float(episodes)), episodes)

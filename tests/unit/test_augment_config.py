@@ -1,32 +1,75 @@
-"""`data.augment` in job files: one strict model per policy, chosen by `policy`, whose fields
-and defaults are the policy dataclass's, with one-line errors naming `data.augment.<key>`."""
+"""`data.augment` in job files: one strict pydantic model per policy (reprlab.augment), chosen
+by `policy`, which is both the job schema and the transform: its job keys and defaults are
+pinned, they round-trip from YAML to views, and bad keys fail with one line naming
+`data.augment.<key>`."""
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from reprlab.config import AUGMENT_CONFIGS, ConfigError, flatten, load_job, to_yaml, validate_job
-from reprlab.data.augment import POLICIES, BYOLAugment, SimCLRAugment
-from reprlab.data.pipeline import build_policy
+from reprlab.augment import POLICIES, BYOLPolicy, SimCLRPolicy, build_policy
+from reprlab.augment.policies import simclr_jitter
+from reprlab.config import ConfigError, flatten, load_job, to_yaml, validate_job
 
 QUICKSTART = Path(__file__).parents[2] / "jobs" / "quickstart.yaml"
 
+CROP = {"crop_scale": [0.2, 1.0], "crop_ratio": [0.75, 4 / 3], "hflip_p": 0.5}
+JITTER = {
+    "brightness": 0.4,
+    "contrast": 0.4,
+    "saturation": 0.4,
+    "hue": 0.1,
+    "jitter_p": 0.8,
+    "grayscale_p": 0.2,
+}
+FLIP_TRANSLATE = {"hflip_p": 0.5, "translate": 0.125, "padding_mode": "reflect"}
+# every policy's job keys (besides policy, mixer, mix_alpha) and their defaults, as users have them
+JOB_KEYS = {
+    "simclr": {**CROP, **JITTER, "strength": None, "blur_p": 0.0},
+    "byol": {
+        **CROP,
+        **JITTER,
+        "crop_scale": [0.08, 1.0],
+        "saturation": 0.2,
+        "view1_blur_p": 1.0,
+        "view2_blur_p": 0.1,
+        "view1_solarize_p": 0.0,
+        "view2_solarize_p": 0.2,
+    },
+    "mae": CROP,
+    "randaugment": {**CROP, "crop_scale": [0.08, 1.0], "num_ops": 2, "magnitude": 9},
+    "three_augment": {**CROP, "crop_scale": [0.08, 1.0], "color_jitter": 0.3},
+    "weak": FLIP_TRANSLATE,
+    "strong": {**FLIP_TRANSLATE, "num_ops": 2, "magnitude": 10, "cutout": 0.5},
+}
 
-def test_every_policy_has_a_config_model_and_back() -> None:
-    assert set(AUGMENT_CONFIGS) == set(POLICIES)
+
+def test_registry_order_and_job_keys_with_defaults_are_pinned() -> None:
+    assert list(POLICIES) == list(JOB_KEYS)
+    for name, keys in JOB_KEYS.items():
+        expected = {"policy": name, "mixer": "none", "mix_alpha": 1.0, **keys}
+        assert POLICIES[name]().model_dump(mode="json") == expected, name
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
-def test_config_fields_and_defaults_are_the_policys(name: str) -> None:
-    config = AUGMENT_CONFIGS[name](policy=name)
-    own = {f.name for f in fields(POLICIES[name])} - {"size"}
-    assert set(type(config).model_fields) - {"policy"} == own
-    assert build_policy(config.model_dump(), 24) == POLICIES[name](size=24)
-    assert build_policy(config.model_dump(mode="json"), 24) == POLICIES[name](size=24)
+def test_every_policys_job_keys_round_trip_from_yaml_to_views(name: str, tmp_path: Path) -> None:
+    section = {"policy": name, **JOB_KEYS[name], "hflip_p": 0.25}
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump({"data": {"image_size": 24, "augment": section}}))
+    job = load_job(job_file)
+    augment = job.data.augment
+    assert isinstance(augment, POLICIES[name])
+    assert augment.model_dump(mode="json") == {"mixer": "none", "mix_alpha": 1.0, **section}
+    for dumped in (augment.model_dump(), augment.model_dump(mode="json"), augment):
+        assert build_policy(dumped, 24) == augment.at_size(24)
+    images = torch.randint(0, 256, (6, 16, 16, 3), dtype=torch.uint8)
+    view1, view2 = augment.at_size(24).view_pair(images, torch.Generator().manual_seed(0))
+    assert view1.shape == view2.shape == (6, 3, 24, 24)
+    assert view1.dtype == view2.dtype == torch.uint8
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
@@ -41,7 +84,8 @@ def test_policy_selected_by_override_round_trips(name: str, tmp_path: Path) -> N
 
 def test_default_policy_is_simclr_and_shipped_jobs_keep_their_fields() -> None:
     job = load_job(QUICKSTART)
-    assert isinstance(build_policy(job.data.augment.model_dump(), 28), SimCLRAugment)
+    assert isinstance(job.data.augment, SimCLRPolicy)
+    assert isinstance(build_policy(job.data.augment.model_dump(), 28), SimCLRPolicy)
     assert validate_job({}).data.augment.policy == "simclr"
     assert validate_job({"data": {"augment": {"hflip_p": 0.1}}}).data.augment.hflip_p == 0.1
 
@@ -49,7 +93,7 @@ def test_default_policy_is_simclr_and_shipped_jobs_keep_their_fields() -> None:
 def test_byol_job_builds_the_asymmetric_policy() -> None:
     job = load_job(QUICKSTART, ["data.augment.policy=byol", "data.augment.view2_solarize_p=0.3"])
     policy = build_policy(job.data.augment.model_dump(), job.data.image_size)
-    assert isinstance(policy, BYOLAugment)
+    assert isinstance(policy, BYOLPolicy) and policy.size == job.data.image_size
     assert (policy.view1_blur_p, policy.view2_blur_p, policy.view2_solarize_p) == (1.0, 0.1, 0.3)
     assert policy.crop_scale == (0.3, 1.0)  # the job's own crop kept
 
@@ -57,8 +101,12 @@ def test_byol_job_builds_the_asymmetric_policy() -> None:
 def test_strength_sets_the_resolved_jitter() -> None:
     augment = load_job(QUICKSTART, ["data.augment.strength=1.0"]).data.augment
     assert (augment.brightness, augment.saturation, augment.hue) == (0.8, 0.8, 0.2)
-    policy = build_policy(augment.model_dump(), 28)
-    assert policy == SimCLRAugment(**{**policy.__dict__, "strength": 1.0})
+    assert (augment.brightness, augment.contrast, augment.saturation, augment.hue) == (
+        simclr_jitter(1.0)
+    )
+    explicit = SimCLRPolicy(**{**augment.model_dump(), "brightness": 0.1, "strength": 1.0})
+    assert explicit == augment  # strength wins over the amounts it sets
+    assert build_policy(augment.model_dump(), 28) == augment.at_size(28)
 
 
 @pytest.mark.parametrize(

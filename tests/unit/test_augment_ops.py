@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from reprlab.data import augment_ops, randaugment
+from reprlab.augment import ops, randaugment, spatial
 
 
 def _levels(n: int = 6, channels: int = 3, height: int = 13, width: int = 17) -> torch.Tensor:
@@ -26,7 +26,7 @@ def _per_image_reference(images: torch.Tensor, reference) -> torch.Tensor:
 
 def test_blur_kernel_is_a_tenth_of_the_side_and_odd() -> None:
     sizes = {8: 3, 28: 3, 32: 3, 64: 7, 96: 9, 224: 23}
-    assert {size: augment_ops.blur_kernel_size(size) for size in sizes} == sizes
+    assert {size: spatial.blur_kernel_size(size) for size in sizes} == sizes
 
 
 @pytest.mark.parametrize("side", [12, 40])
@@ -34,28 +34,28 @@ def test_blur_kernel_is_a_tenth_of_the_side_and_odd() -> None:
 def test_gaussian_blur_matches_torchvision_per_image_sigma(side: int, channels: int) -> None:
     x = _levels(8, channels, side, side).float() / 255
     sigma = torch.linspace(0.1, 2.0, 8)
-    taps = augment_ops.blur_kernel_size(side)
+    taps = spatial.blur_kernel_size(side)
     reference = _per_image_reference(
         x, lambda i, image: TF.gaussian_blur(image, [taps, taps], [float(sigma[i])] * 2)
     )
-    assert torch.allclose(augment_ops.gaussian_blur(x, sigma), reference, atol=1e-5)
+    assert torch.allclose(spatial.gaussian_blur(x, sigma), reference, atol=1e-5)
 
 
 def test_blur_where_blurs_only_the_masked_images() -> None:
     x = _levels(4).float() / 255
     mask = torch.tensor([True, False, True, False])
-    out = augment_ops.blur_where(x, mask, torch.Generator().manual_seed(0), sigma=(1.5, 1.5))
+    out = spatial.blur_where(x, mask, torch.Generator().manual_seed(0), sigma=(1.5, 1.5))
     assert torch.equal(out[~mask], x[~mask])
-    expected = augment_ops.gaussian_blur(x[mask], torch.full((2,), 1.5))
+    expected = spatial.gaussian_blur(x[mask], torch.full((2,), 1.5))
     assert torch.allclose(out[mask], expected)
 
 
 def test_solarize_matches_torchvision_at_128() -> None:
     levels = _levels()
-    ours = augment_ops.solarize(levels.float() / 255) * 255
+    ours = ops.solarize(levels.float() / 255) * 255
     reference = TF.solarize(levels, 128).float()
     assert torch.allclose(ours, reference, atol=1e-4)
-    always = augment_ops.random_solarize(levels.float() / 255, 1.0, torch.Generator())
+    always = ops.random_solarize(levels.float() / 255, 1.0, torch.Generator())
     assert torch.allclose(always * 255, reference, atol=1e-4)
 
 
@@ -64,7 +64,7 @@ def test_translate_is_torchvision_random_crop_of_the_padded_image(
     mode: str, torch_mode: str
 ) -> None:
     x = _levels(30, 3, 16, 16).float()
-    out = augment_ops.random_translate(x, 0.25, mode, torch.Generator().manual_seed(0))
+    out = spatial.random_translate(x, 0.25, mode, torch.Generator().manual_seed(0))
     padded = F.pad(x, (4, 4, 4, 4), mode=torch_mode)
     offsets = set()
     for i in range(30):
@@ -81,7 +81,7 @@ def test_translate_is_torchvision_random_crop_of_the_padded_image(
 
 def test_cutout_paints_one_clipped_gray_square_per_image() -> None:
     x = torch.zeros(200, 1, 20, 20)
-    out = augment_ops.cutout(x, 0.5, torch.Generator().manual_seed(0))
+    out = spatial.cutout(x, 0.5, torch.Generator().manual_seed(0))
     painted = out == 0.5
     assert torch.equal(out[~painted], x[~painted])
     rows = painted.any(dim=3).sum(dim=(1, 2))
@@ -150,7 +150,7 @@ def test_randaugment_level_op_matches_torchvision(name: str, channels: int) -> N
     levels = _levels(channels=channels)
     ours = randaugment.OPS[name].apply(levels.float() / 255, torch.tensor(magnitudes))
     expected = _per_image_reference(levels, lambda i, image: reference(image, magnitudes[i]))
-    assert torch.equal(augment_ops.to_uint8(ours), expected)
+    assert torch.equal(ops.to_uint8(ours), expected)
 
 
 def test_equalize_of_a_flat_image_is_unchanged() -> None:

@@ -10,10 +10,10 @@ from reprlab.data.catalog import (
     datasets_root,
     ingest,
     list_datasets,
-    reprlab_home,
     resolve_dataset,
 )
 from reprlab.data.shards import ShardError, load_manifest, read_split, verify_dataset
+from reprlab.home import reprlab_home
 
 
 @pytest.fixture(scope="module")

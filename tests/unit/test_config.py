@@ -119,3 +119,20 @@ def test_episodic_settings_fail_with_one_line(job_file: Path, override: str, exp
         load_job(job_file, [override])
     message = str(error.value)
     assert expected in message and "\n" not in message
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet50", "vit_mini", "vit_small"])
+def test_width_on_a_backbone_without_one_fails_naming_the_key(backbone: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_job(QUICKSTART, [f"model.backbone={backbone}", "model.width=32"])
+    expected = (
+        f"{QUICKSTART}: model.width: only conv4 has a width; backbone {backbone!r} takes none "
+        "(remove model.width)"
+    )
+    assert str(error.value) == expected
+
+
+def test_width_on_conv4_and_no_width_elsewhere_are_valid() -> None:
+    assert load_job(QUICKSTART, ["model.backbone=conv4", "model.width=32"]).model.width == 32
+    unsized = load_job(QUICKSTART, ["model.backbone=resnet18", "model.width=null"])
+    assert unsized.model.width is None

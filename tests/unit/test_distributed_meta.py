@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from reprlab.data.episodes import EpisodeSampler, EpisodeSpec
+from reprlab.distributed import average_gradients
 from reprlab.eval.few_shot import distributed_episode_accuracies
 from reprlab.methods import method_class
-from reprlab.methods.distributed import average_gradients
 from reprlab.models.backbones import Conv4
-from reprlab.train.loop import worker_episode_batches
+from reprlab.train.sources.episodes import worker_episode_batches
 
 from .gloo import run_in_gloo_workers
 

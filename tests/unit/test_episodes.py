@@ -9,13 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from reprlab.data.episodes import (
-    EpisodeSampler,
-    EpisodeSpec,
-    episode_batch,
-    images_in,
-    split_images,
-)
+from reprlab.data.episodes import EpisodeSampler, EpisodeSpec, episode_batch
+from reprlab.data.handle import DatasetHandle
 from reprlab.data.shards import ShardError, write_dataset
 from reprlab.eval.few_shot import (
     frozen_fewshot,
@@ -68,7 +63,17 @@ def test_episode_batch_stacks_tasks_with_relabelled_classes() -> None:
     assert batch["query_label"].tolist() == [[0, 1, 2]] * 2
     rows = batch["support"][1, :, 0, 0, 0].long().numpy()
     assert np.array_equal(rows, sampler.episode(1).support)
-    assert images_in(batch) == 2 * 6 + 2 * 3
+    from reprlab.config import validate_job
+    from reprlab.train.sources import EpisodeSource
+
+    job = validate_job(
+        {
+            "method": "protonet",
+            "data": {"episodes": {"ways": 3, "tasks_per_step": 2}},
+            "eval": {"online_linear": False},
+        }
+    )
+    assert EpisodeSource(job, None).images_in(batch) == 2 * 6 + 2 * 3
 
 
 def _class_split_dataset(tmp_path, mislabel: bool = False):
@@ -106,7 +111,7 @@ def split_of(label: int) -> str:
 def test_episodes_never_mix_splits_on_the_manifest(tmp_path) -> None:
     path, manifest = _class_split_dataset(tmp_path)
     for split in ("train", "val", "test"):
-        images, labels = split_images(path, split)
+        images, labels = DatasetHandle.open(str(path)).class_images(split)
         assert images.shape[1:] == (1, 4, 4)
         sampler = EpisodeSampler(labels, EpisodeSpec(3, 1, 2), seed=0)
         allowed = set(manifest["class_split"][split])
@@ -119,7 +124,7 @@ def test_episodes_never_mix_splits_on_the_manifest(tmp_path) -> None:
 def test_a_row_of_another_splits_class_is_refused(tmp_path) -> None:
     path, _ = _class_split_dataset(tmp_path, mislabel=True)
     with pytest.raises(ShardError, match=r"split 'test' row 0 has class 'c0'"):
-        split_images(path, "test")
+        DatasetHandle.open(str(path)).class_images("test")
 
 
 def test_mean_ci95_is_196_sample_std_over_root_n() -> None:
@@ -175,19 +180,19 @@ def test_match_channels() -> None:
 
 def test_a_classifier_probe_on_a_class_split_dataset_fails_before_ray(tmp_path) -> None:
     from reprlab.config import ConfigError, validate_job
-    from reprlab.train.trainer import job_dataset
+    from reprlab.train.prepare import prepare
 
     path, _ = _class_split_dataset(tmp_path)
     job = validate_job({"data": {"dataset": str(path), "image_size": 4}, "eval": {"knn": False}})
     with pytest.raises(ConfigError, match=r"eval.linear_probe: .* splits its classes"):
-        job_dataset(job)
+        prepare(job)
     job = validate_job(
         {
             "data": {"dataset": str(path), "eval_split": "val", "image_size": 4},
             "eval": {"linear_probe": False, "knn": False, "online_linear": False},
         }
     )
-    assert job_dataset(job)[0] == path
+    assert prepare(job).dataset.path == path
 
 
 def test_rotated_classes_turn_every_image_of_a_class_alike() -> None:
@@ -210,7 +215,7 @@ def test_rotated_classes_turn_every_image_of_a_class_alike() -> None:
 
 def test_episodes_a_split_cannot_give_fail_before_ray(tmp_path) -> None:
     from reprlab.config import ConfigError, validate_job
-    from reprlab.train.trainer import job_dataset
+    from reprlab.train.prepare import prepare
 
     path, _ = _class_split_dataset(tmp_path)  # 3 classes x 5 images in val and test
     base = {
@@ -218,12 +223,12 @@ def test_episodes_a_split_cannot_give_fail_before_ray(tmp_path) -> None:
         "eval": {"linear_probe": False, "knn": False, "online_linear": False},
     }
     fits = {"ways": 3, "shots": [1, 2], "queries": 3, "episodes": 2, "val_episodes": 2}
-    job_dataset(validate_job({**base, "eval": {**base["eval"], "fewshot": fits}}))
+    prepare(validate_job({**base, "eval": {**base["eval"], "fewshot": fits}}))
     too_many = {**fits, "queries": 4}  # 2 + 4 > 5 images per class
     with pytest.raises(ConfigError, match=r"eval.fewshot: .* split 'test' has 0 classes with >= 6"):
-        job_dataset(validate_job({**base, "eval": {**base["eval"], "fewshot": too_many}}))
+        prepare(validate_job({**base, "eval": {**base["eval"], "fewshot": too_many}}))
     episodes = {"ways": 7, "shots": 1, "queries": 1, "tasks_per_step": 2}
     maml = {**base, "method": "maml", "method_args": {"ways": 7}}
     maml["data"] = {**base["data"], "episodes": episodes}
     with pytest.raises(ConfigError, match=r"data.episodes: .* split 'train' has 6 classes"):
-        job_dataset(validate_job(maml))
+        prepare(validate_job(maml))

@@ -232,7 +232,10 @@ def test_job_rejects_mae_on_a_convolutional_backbone(mae_registered) -> None:
 
 
 def test_other_methods_accept_a_vit(mae_registered) -> None:
-    job = load_job(JOBS / "quickstart.yaml", ["model.backbone=vit_mini", "model.patch_size=7"])
+    job = load_job(
+        JOBS / "quickstart.yaml",
+        ["model.backbone=vit_mini", "model.patch_size=7", "model.width=null"],
+    )
     assert job.model.patch_size == 7
 
 

@@ -68,7 +68,10 @@ def _log_softmax_np(logits: np.ndarray) -> np.ndarray:
 def test_registry_and_flags() -> None:
     assert {"protonet": ProtoNet, "maml": MAML, "anil": ANIL}.items() <= METHODS.items()
     for name in ("protonet", "maml", "anil"):
-        assert issubclass(method_class(name), EpisodicMethod) and method_class(name).episodic
+        assert (
+            issubclass(method_class(name), EpisodicMethod)
+            and method_class(name).batch_source == "episodes"
+        )
     assert ProtoNet.ddp and not MAML.ddp and not ANIL.ddp
     with pytest.raises(ValidationError):
         MAMLArgs(inner_step=2)

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reprlab.data.augment import MAEAugment
-from reprlab.data.mix import beta, cutmix, mix_batch, mixup
+from reprlab.augment import MAEPolicy
+from reprlab.augment.mix import beta, cutmix, mix_batch, mixup
 from reprlab.data.pipeline import augment_views
 from reprlab.methods.supervised import Supervised, SupervisedArgs
 
@@ -72,7 +72,7 @@ def test_pipeline_emits_partner_label_and_weight_for_the_mixed_view() -> None:
     images = _constant_images(n, size=8).permute(0, 2, 3, 1).numpy()
     batch = {"image": np.array([image.tobytes() for image in images], dtype=object)}
     batch["label"] = np.arange(n)
-    policy = MAEAugment(size=8, mixer="cutmix", mix_alpha=1.0)
+    policy = MAEPolicy(mixer="cutmix", mix_alpha=1.0).at_size(8)
     out = augment_views(batch, shape=(8, 8, 1), policy=policy)
     assert out["label_mix"].dtype == np.int64 and out["mix_weight"].dtype == np.float32
     view1 = out["view1"]

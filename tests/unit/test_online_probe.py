@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from reprlab.eval.online import TrainingModule
 from reprlab.methods import method_class
 from reprlab.models.backbones import build_backbone
-from reprlab.train.online import TrainingModule
 
 
 def _module(num_classes: int | None) -> TrainingModule:

@@ -8,7 +8,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from reprlab.config import JobConfig
+from reprlab.config import JobConfig, flatten, to_yaml
 from reprlab.tracking.mlflow import RankZeroLogger, start_run, tracked, tracking_uri
 
 
@@ -31,9 +31,20 @@ def test_env_uri_wins_over_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tracking_uri() == "sqlite:////tmp/other.db"
 
 
+def _start(job: JobConfig, name: str, store: str) -> str:
+    return start_run(
+        job.tracking.experiment,
+        name,
+        params=flatten(job),
+        config_yaml=to_yaml(job),
+        tags={"reprlab.job": job.name},
+        uri=store,
+    )
+
+
 def test_run_records_config_and_provenance_and_ends_finished(store: str, tmp_path: Path) -> None:
     job = JobConfig(name="t")
-    run_id = start_run(job, "t-run")
+    run_id = _start(job, "t-run", store)
     with tracked(run_id, store):
         RankZeroLogger(run_id, store, rank=0).log({"train/loss": 1.5}, step=1)
         RankZeroLogger(run_id, store, rank=1).log({"train/loss": 9.0}, step=1)
@@ -41,6 +52,7 @@ def test_run_records_config_and_provenance_and_ends_finished(store: str, tmp_pat
     assert run.info.status == "FINISHED"
     assert run.data.params["optim.lr"] == str(job.optim.lr)
     assert run.data.tags["version.torch"] and run.data.tags["git.commit"]
+    assert run.data.tags["reprlab.job"] == "t"
     history = MlflowClient(store).get_metric_history(run_id, "train/loss")
     assert [m.value for m in history] == [1.5]  # rank 1 wrote nothing
     artifacts = [a.path for a in MlflowClient(store).list_artifacts(run_id, "config")]
@@ -49,7 +61,7 @@ def test_run_records_config_and_provenance_and_ends_finished(store: str, tmp_pat
 
 
 def test_a_run_that_raises_ends_failed(store: str) -> None:
-    run_id = start_run(JobConfig(name="t"), "t-crash")
+    run_id = _start(JobConfig(name="t"), "t-crash", store)
     with pytest.raises(RuntimeError, match="boom"), tracked(run_id, store):
         raise RuntimeError("boom")
     assert MlflowClient(store).get_run(run_id).info.status == "FAILED"

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from reprlab.augment.ops import float_images
 from reprlab.config import JobConfig
 from reprlab.models.backbones import build_backbone
+from reprlab.train.build import make_method
 from reprlab.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from reprlab.train.lars import LARS
-from reprlab.train.loop import images_to_float, make_method, make_optimizer, warmup_cosine_lr
+from reprlab.train.optim import make_optimizer, warmup_cosine_lr
 
 
 def test_warmup_then_cosine_to_zero() -> None:
@@ -25,9 +27,9 @@ def test_warmup_then_cosine_to_zero() -> None:
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
 
 
-def test_images_to_float_scales_only_uint8() -> None:
+def test_float_images_scales_only_uint8() -> None:
     batch = {"view1": torch.tensor([[0, 255]], dtype=torch.uint8), "label": torch.tensor([3])}
-    out = images_to_float(batch)
+    out = float_images(batch)
     assert torch.equal(out["view1"], torch.tensor([[0.0, 1.0]]))
     assert torch.equal(out["label"], torch.tensor([3]))
 

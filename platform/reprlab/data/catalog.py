@@ -7,7 +7,6 @@ or, for few-shot sets such as glyphs, by class (train/val/test share no class).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from reprlab.data.shards import (
     verify_dataset,
     write_dataset,
 )
+from reprlab.home import reprlab_home
 
 DIGIT_CLASSES = [str(d) for d in range(10)]
 DEFAULT_TEST_FRACTION = 0.2
@@ -101,12 +101,6 @@ EMBEDDED: dict[str, EmbeddedSet] = {
         ),
     )
 }
-
-
-def reprlab_home() -> Path:
-    """``$REPRLAB_HOME`` if set, else ``~/.reprlab``: root of all reprlab state."""
-    home = os.environ.get("REPRLAB_HOME")
-    return Path(home).expanduser() if home else Path.home() / ".reprlab"
 
 
 def datasets_root() -> Path:

@@ -7,12 +7,9 @@ fixed evaluation episodes are the same in every run."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-
-from reprlab.data.shards import ShardError, load_manifest, read_split
 
 
 @dataclass(frozen=True)
@@ -97,26 +94,6 @@ def episodes_problem(manifest: dict, split: str, spec: EpisodeSpec) -> str | Non
     )
 
 
-def split_images(dataset_dir: Path, split: str) -> tuple[torch.Tensor, np.ndarray]:
-    """A whole split in memory as uint8 [n, C, H, W] plus labels. When the manifest records a
-    class split, a row whose class belongs to another split is an error (episodes never mix)."""
-    manifest = load_manifest(dataset_dir)
-    images, labels, _ = read_split(dataset_dir, split)
-    allowed = manifest.get("class_split", {}).get(split)
-    if allowed is not None:
-        index = {name: i for i, name in enumerate(manifest["classes"])}
-        allowed_ids = np.array([index[name] for name in allowed], dtype=np.int64)
-        stray = ~np.isin(labels, allowed_ids)
-        if stray.any():
-            row = int(np.flatnonzero(stray)[0])
-            raise ShardError(
-                f"{dataset_dir}: split '{split}' row {row} has class "
-                f"'{manifest['classes'][labels[row]]}', which the manifest's class_split "
-                f"assigns to another split"
-            )
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
-
-
 def episode_batch(
     images: torch.Tensor, sampler: EpisodeSampler, indices: list[int]
 ) -> dict[str, torch.Tensor]:
@@ -147,10 +124,3 @@ def _rotate_per_class(images: torch.Tensor, turns: torch.Tensor) -> torch.Tensor
         chosen = turns == k
         out[chosen] = torch.rot90(images[chosen], k, dims=(-2, -1))
     return out
-
-
-def images_in(batch: dict[str, torch.Tensor]) -> int:
-    """Images a training batch holds: rows of a view batch, support plus query of episodes."""
-    if "support" in batch:
-        return batch["support"].shape[:2].numel() + batch["query"].shape[:2].numel()
-    return batch["label"].shape[0]

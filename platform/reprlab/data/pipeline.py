@@ -7,37 +7,48 @@ quarter of the bytes float32 views would need. The float conversion happens on t
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import zlib
 
 import numpy as np
 import ray
 import torch
-from ray.data import ExecutionOptions, ExecutionResources
+from ray.data import ExecutionOptions, ExecutionResources, FileShuffleConfig
 
-from reprlab.data.augment import POLICIES, ViewPolicy, two_views
-from reprlab.data.mix import mix_batch
-from reprlab.data.shards import decode_images, load_manifest, shard_paths
+from reprlab.augment import ViewPolicy
+from reprlab.augment.mix import mix_batch
+from reprlab.data.handle import DatasetHandle
+from reprlab.data.shards import decode_images
 
 
 @ray.remote(num_cpus=0)
-class RowCounter:
-    """A named counter that Ray Data tasks bump when they skip rows (corrupt images)."""
+class PipelineState:
+    """Shared by a run's Ray Data tasks and Train workers: the epoch being drawn (so views are a
+    function of seed, epoch and rows) and the count of rows skipped as corrupt."""
 
     def __init__(self) -> None:
-        self.total = 0
+        self.current_epoch = 0
+        self.bad_rows = 0
 
-    def add(self, count: int) -> None:
-        self.total += count
+    def begin_epoch(self, epoch: int) -> None:
+        self.current_epoch = epoch
 
-    def value(self) -> int:
-        return self.total
+    def epoch(self) -> int:
+        return self.current_epoch
+
+    def add_bad_rows(self, count: int) -> None:
+        self.bad_rows += count
+
+    def bad_row_count(self) -> int:
+        return self.bad_rows
 
 
-def bad_row_counter(name: str) -> ray.actor.ActorHandle:
-    """The run's bad-row counter, by name: the driver creates it before training (and kills it
-    after), Ray Data tasks and Train workers find the same actor."""
-    return RowCounter.options(name=name, get_if_exists=True).remote()
+def batch_generator(seed: int, epoch: int, images: np.ndarray) -> torch.Generator:
+    """The generator of one augmentation batch: a function of the job's seed, the epoch and the
+    batch's rows (a CRC of their pixels, shards carry no row ids), so a seeded run draws the
+    same views again and two configs of a sweep see the same noise."""
+    rows = zlib.crc32(np.ascontiguousarray(images).data)
+    state = np.random.SeedSequence([seed, epoch, rows]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state >> 1))
 
 
 def augment_views(
@@ -45,23 +56,25 @@ def augment_views(
     *,
     shape: tuple[int, int, int],
     policy: ViewPolicy,
-    counter_name: str | None = None,
+    seed: int = 0,
+    state: ray.actor.ActorHandle | None = None,
 ) -> dict[str, np.ndarray]:
     """One Ray Data batch of shard rows -> `view1`, `view2` (uint8 [B,C,S,S]) and `label`; with
     the policy's mixer, `view1` is mixed within the batch and `label_mix` (the partner's label,
     int64) and `mix_weight` (the own label's weight, float32) come too.
 
-    Rows whose image cannot be decoded are dropped and counted; rows are shuffled within the
-    batch so training batches mix differently every epoch. Randomness is fresh per call:
-    every epoch sees new views."""
+    Rows whose image cannot be decoded are dropped and counted in the run's `state`; rows are
+    shuffled within the batch. Every draw comes from `batch_generator(seed, epoch, rows)`, with
+    the epoch read from `state`: each epoch sees new views, the same seed the same ones."""
     torch.set_num_threads(1)
     images, ok = decode_images(batch["image"], shape)
     skipped = int(len(ok) - ok.sum())
-    if skipped and counter_name:
-        bad_row_counter(counter_name).add.remote(skipped)
-    gen = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+    if skipped and state is not None:
+        state.add_bad_rows.remote(skipped)
+    epoch = ray.get(state.epoch.remote()) if state is not None else 0
+    gen = batch_generator(seed, epoch, images)
     order = torch.randperm(images.shape[0], generator=gen)
-    view1, view2 = two_views(torch.from_numpy(images)[order], policy, gen)
+    view1, view2 = policy.view_pair(torch.from_numpy(images)[order], gen)
     labels = np.asarray(batch["label"])[ok][order.numpy()]
     columns = {"view2": view2.numpy(), "label": labels}
     if policy.mixer != "none":
@@ -71,23 +84,14 @@ def augment_views(
     return {"view1": view1.numpy(), **columns}
 
 
-def build_policy(augment: dict, image_size: int) -> ViewPolicy:
-    """The view policy named in a job's `data.augment` section (its fields, lists as tuples),
-    making views of `image_size`."""
-    params = {
-        key: tuple(value) if isinstance(value, list) else value for key, value in augment.items()
-    }
-    policy = POLICIES[params.pop("policy", "simclr")]
-    return policy(size=image_size, **params)
-
-
 def view_dataset(
-    dataset_dir: Path,
+    dataset: DatasetHandle,
     split: str,
     policy: ViewPolicy,
     *,
+    seed: int = 0,
+    state: ray.actor.ActorHandle | None = None,
     map_batch_size: int = 1024,
-    counter_name: str | None = None,
     cache: bool = True,
 ) -> ray.data.Dataset:
     """A Ray Data dataset of augmented view pairs for one split of an ingested set; every
@@ -97,25 +101,23 @@ def view_dataset(
     re-runs the augmentation: re-reading Parquet costs a second or more of task start-up per
     epoch, 8x the augmentation itself on mnist5k (benchmarks/data_pipeline.py). Without it,
     rows stream from Parquet every epoch, for splits larger than the object store."""
-    manifest = load_manifest(dataset_dir)
-    shape = tuple(manifest["image_shape"])
-    rows = ray.data.read_parquet(shard_paths(dataset_dir, split), shuffle="files").select_columns(
-        ["image", "label"]
-    )
+    rows = ray.data.read_parquet(
+        dataset.shard_paths(split), shuffle=FileShuffleConfig(seed=seed)
+    ).select_columns(["image", "label"])
     if cache:
         rows = rows.materialize()
-    return rows.randomize_block_order().map_batches(
+    return rows.randomize_block_order(seed=seed).map_batches(
         augment_views,
         batch_size=map_batch_size,
         batch_format="numpy",
-        fn_kwargs={"shape": shape, "policy": policy, "counter_name": counter_name},
+        fn_kwargs={"shape": dataset.image_shape, "policy": policy, "seed": seed, "state": state},
     )
 
 
-def row_dataset(dataset_dir: Path, split: str) -> ray.data.Dataset:
+def row_dataset(dataset: DatasetHandle, split: str) -> ray.data.Dataset:
     """The plain `image` and `label` rows of one split, read once into the object store: what
     the per-epoch monitors embed (no augmentation)."""
-    rows = ray.data.read_parquet(shard_paths(dataset_dir, split)).select_columns(["image", "label"])
+    rows = ray.data.read_parquet(dataset.shard_paths(split)).select_columns(["image", "label"])
     return rows.materialize()
 
 

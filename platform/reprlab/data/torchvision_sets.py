@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from reprlab.data.catalog import datasets_root, is_current, reprlab_home
+from reprlab.data.catalog import datasets_root, is_current
 from reprlab.data.class_split import SplitRows, split_by_class
 from reprlab.data.shards import write_dataset
+from reprlab.home import reprlab_home
 
 SPLITS = ("train", "val", "test")
 OMNIGLOT_SIZE = 28

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
+from reprlab.augment.ops import resized, to_float_nchw
 from reprlab.config import JobConfig
-from reprlab.data.augment import to_float_nchw
-from reprlab.data.augment_ops import resized
-from reprlab.data.shards import read_split
+from reprlab.data.handle import DatasetHandle
 from reprlab.eval.knn import knn_accuracy
 from reprlab.eval.linear_probe import linear_probe_accuracy
 from reprlab.methods import Method
@@ -32,11 +29,11 @@ def extract_features(
     return torch.cat(chunks).numpy()
 
 
-def evaluate_encoder(method: Method, dataset_dir: Path, job: JobConfig) -> dict[str, float]:
+def evaluate_encoder(method: Method, dataset: DatasetHandle, job: JobConfig) -> dict[str, float]:
     """Linear-probe and weighted-kNN accuracy of the frozen encoder: fitted on the train split,
     scored on the held-out split."""
-    train_images, train_labels, _ = read_split(dataset_dir, job.data.train_split)
-    test_images, test_labels, _ = read_split(dataset_dir, job.data.eval_split)
+    train_images, train_labels = dataset.read(job.data.train_split)
+    test_images, test_labels = dataset.read(job.data.eval_split)
     train_x = extract_features(method, train_images, job.data.image_size)
     test_x = extract_features(method, test_images, job.data.image_size)
     metrics: dict[str, float] = {}

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
+from reprlab.augment.ops import resized
 from reprlab.config import FewShotEvalConfig
-from reprlab.data.augment_ops import resized
 from reprlab.data.episodes import EpisodeSampler, EpisodeSpec, episode_batch
+from reprlab.distributed import gather_objects, world_info
+from reprlab.eval.features import extract_features
 from reprlab.methods import EpisodicMethod, Method
-from reprlab.methods.protonet import prototype_logits
+from reprlab.models.heads import prototype_logits
 
 EVAL_TASKS_PER_CHUNK = 8
 
@@ -115,9 +116,7 @@ def distributed_episode_accuracies(
     """Accuracy of episodes 0..count-1 of `sampler`, in episode order. Each worker scores the
     episodes i with i % world == rank; the per-episode accuracies of all ranks are gathered
     (not averaged per rank) so the confidence interval is over every episode."""
-    rank, world = 0, 1
-    if dist.is_available() and dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
+    rank, world = world_info()
     was_training = method.training
     method.eval()
     mine = list(range(rank, count, world))
@@ -128,12 +127,8 @@ def distributed_episode_accuracies(
         scores.append(method_episode_accuracy(method, batch))
     method.train(was_training)
     local = (mine, torch.cat(scores).tolist() if scores else [])
-    parts = [local]
-    if world > 1:
-        parts = [None] * world
-        dist.all_gather_object(parts, local)
     accuracies = np.full(count, np.nan)
-    for indices, values in parts:
+    for indices, values in gather_objects(local):
         accuracies[indices] = values
     return accuracies
 
@@ -206,3 +201,30 @@ def frozen_fewshot(
             metrics[f"{ways}way_{k}shot_{name}_acc"] = mean
             metrics[f"{ways}way_{k}shot_{name}_ci95"] = half_width
     return metrics
+
+
+def fewshot_of_encoder(
+    method: Method,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    in_chans: int,
+    image_size: int,
+    ways: int,
+    shots: list[int],
+    queries: int,
+    episodes: int,
+    seed: int,
+) -> dict[str, float]:
+    """A trained encoder, frozen, scored on fixed episodes of a split of any dataset: images
+    matched to its channels and input size, embedded once, then `frozen_fewshot`."""
+    features = extract_features(method, match_channels(images, in_chans), image_size)
+    return frozen_fewshot(
+        torch.from_numpy(features),
+        labels,
+        ways=ways,
+        shots=shots,
+        queries=queries,
+        episodes=episodes,
+        seed=seed,
+    )

@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from reprlab.distributed import gather_with_grad
 from reprlab.methods.base import ProjectionArgs, TwoViewMethod
-from reprlab.methods.distributed import gather_with_grad
 
 
 def _standardize(z: torch.Tensor) -> torch.Tensor:

@@ -28,8 +28,8 @@ class Method(nn.Module):
     """Backbone names the method can use; None means any."""
     uses_mixed_labels: ClassVar[bool] = False
     """Whether training_step reads `label_mix`/`mix_weight` (a mixer in the view policy)."""
-    episodic: ClassVar[bool] = False
-    """Whether the method trains on N-way K-shot episodes (EpisodicMethod) instead of views."""
+    batch_source: ClassVar[str] = "two_views"
+    """The batch source (train/sources/) the method trains on: "two_views" or "episodes"."""
     ddp: ClassVar[bool] = True
     """Whether DDP may wrap it. Inner-loop learners (MAML) take `torch.autograd.grad` inside
     forward, which DDP's reducer does not support: the loop all-reduces their gradients."""
@@ -97,7 +97,7 @@ class EpisodicMethod(Method):
 
     training_step returns `loss` (mean query loss over the T tasks) and `query_acc`."""
 
-    episodic = True
+    batch_source = "episodes"
 
     def episode_accuracy(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Query accuracy of each of the T episodes ([T] float), adapting to the support set

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from reprlab.methods.distributed import gather_no_grad, world_info
+from reprlab.distributed import gather_no_grad, world_info
 from reprlab.methods.momentum import MomentumArgs, MomentumMethod
 from reprlab.models.heads import mlp_head
 

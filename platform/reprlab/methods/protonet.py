@@ -7,17 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from reprlab.methods.base import EpisodicMethod, MethodArgs
-
-
-def prototype_logits(
-    support: torch.Tensor, support_label: torch.Tensor, query: torch.Tensor
-) -> torch.Tensor:
-    """[T, M, N] logits -||query - prototype_n||^2 for support [T, S, D] embeddings with labels
-    [T, S] in 0..N-1 and query [T, M, D] embeddings; prototype_n is the mean support embedding of
-    class n (in any row order)."""
-    members = F.one_hot(support_label).to(support.dtype).transpose(1, 2)
-    prototypes = members @ support / members.sum(2, keepdim=True)
-    return -((query.unsqueeze(2) - prototypes.unsqueeze(1)) ** 2).sum(-1)
+from reprlab.models.heads import prototype_logits
 
 
 class ProtoNet(EpisodicMethod):

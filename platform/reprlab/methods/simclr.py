@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from reprlab.distributed import gather_with_grad, world_info
 from reprlab.methods.base import ProjectionArgs, TwoViewMethod
-from reprlab.methods.distributed import gather_with_grad, world_info
 
 
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from reprlab.distributed import gather_with_grad
 from reprlab.methods.base import ProjectionArgs, TwoViewMethod
-from reprlab.methods.distributed import gather_with_grad
 
 
 def _variance_term(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:

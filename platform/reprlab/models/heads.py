@@ -1,7 +1,10 @@
-"""Projection heads that map encoder features into the space where the SSL loss is computed."""
+"""Heads on encoder features: MLP projectors (where an SSL loss is computed) and class
+prototypes (ProtoNet training, nearest-prototype evaluation of any encoder)."""
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -23,3 +26,14 @@ def mlp_head(
     if last_bn:
         layers.append(nn.BatchNorm1d(out_dim, affine=False))
     return nn.Sequential(*layers)
+
+
+def prototype_logits(
+    support: torch.Tensor, support_label: torch.Tensor, query: torch.Tensor
+) -> torch.Tensor:
+    """[T, M, N] logits -||query - prototype_n||^2 for support [T, S, D] embeddings with labels
+    [T, S] in 0..N-1 and query [T, M, D] embeddings; prototype_n is the mean support embedding of
+    class n (in any row order)."""
+    members = F.one_hot(support_label).to(support.dtype).transpose(1, 2)
+    prototypes = members @ support / members.sum(2, keepdim=True)
+    return -((query.unsqueeze(2) - prototypes.unsqueeze(1)) ** 2).sum(-1)

@@ -11,7 +11,7 @@ import torch.distributed.nn.functional as dist_fn
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from reprlab.methods.distributed import world_info
+from reprlab.distributed import world_info
 
 
 class GlobalBatchNorm(_BatchNorm):

@@ -1,17 +1,11 @@
-"""Pictures logged to MLflow: what people would rather see than read."""
+"""Pictures logged to MLflow, what people would rather see than read: drawn from plain arrays
+and tensors, so any layer can hand them over."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import mlflow
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-
-from reprlab.data.augment import ViewPolicy, two_views
-from reprlab.data.episodes import EpisodeSampler, EpisodeSpec, episode_batch, split_images
-from reprlab.data.shards import read_split
 
 
 def view_pairs_figure(originals: np.ndarray, view1: np.ndarray, view2: np.ndarray) -> Figure:
@@ -33,25 +27,6 @@ def view_pairs_figure(originals: np.ndarray, view1: np.ndarray, view2: np.ndarra
                 axis.set_title(title, fontsize=8)
     figure.tight_layout()
     return figure
-
-
-def policy_figure(
-    dataset_dir: Path, split: str, policy: ViewPolicy, pairs: int, seed: int = 0
-) -> Figure:
-    """The first `pairs` images of a split, each with its two views by `policy`."""
-    images, _, _ = read_split(dataset_dir, split)
-    originals = images[:pairs]
-    view1, view2 = two_views(
-        torch.from_numpy(originals), policy, torch.Generator().manual_seed(seed)
-    )
-    return view_pairs_figure(
-        originals, view1.permute(0, 2, 3, 1).numpy(), view2.permute(0, 2, 3, 1).numpy()
-    )
-
-
-def log_view_pairs(dataset_dir: Path, split: str, policy: ViewPolicy, pairs: int) -> None:
-    """Log `augment/view_pairs.png`: the first `pairs` images of a split and two views each."""
-    mlflow.log_figure(policy_figure(dataset_dir, split, policy, pairs), "augment/view_pairs.png")
 
 
 def episode_figure(batch: dict[str, torch.Tensor], title: str) -> Figure:
@@ -79,12 +54,3 @@ def episode_figure(batch: dict[str, torch.Tensor], title: str) -> Figure:
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     return figure
-
-
-def log_episodes(dataset_dir: Path, split: str, spec: EpisodeSpec, rotate: bool, seed: int) -> None:
-    """Log `episodes/train_episode.png`: the first training episode the run draws."""
-    images, labels = split_images(dataset_dir, split)
-    sampler = EpisodeSampler(labels, spec, seed, rotate_classes=rotate)
-    batch = episode_batch(images, sampler, [0])
-    title = f"{split}: {spec.ways}-way {spec.shots}-shot, {spec.queries} queries per class"
-    mlflow.log_figure(episode_figure(batch, title), "episodes/train_episode.png")

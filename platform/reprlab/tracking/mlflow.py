@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import mlflow.pytorch
@@ -21,8 +22,7 @@ import torch
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from reprlab.config import JobConfig, flatten, to_yaml
-from reprlab.data.catalog import reprlab_home
+from reprlab.home import reprlab_home
 
 _VERSIONED = ("reprlab", "ray", "torch", "torchvision", "mlflow", "timm", "kornia", "numpy")
 
@@ -81,21 +81,39 @@ def _experiment_id(name: str, uri: str) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
-def start_run(job: JobConfig, run_name: str, *, run_id: str | None = None) -> str:
-    """Open (or reopen, when resuming) the job's MLflow run with config, commit and versions
-    recorded; returns the run id."""
-    mlflow.set_tracking_uri(tracking_uri(job.tracking.tracking_uri))
+def start_run(
+    experiment: str,
+    run_name: str,
+    *,
+    params: dict[str, Any],
+    config_yaml: str,
+    tags: dict[str, str],
+    uri: str,
+    run_id: str | None = None,
+) -> str:
+    """Open (or reopen, when resuming) a run with its params, its config as `config/job.yaml`,
+    the commit, the package versions and `tags`; returns the run id."""
+    mlflow.set_tracking_uri(uri)
     if run_id is not None:
-        MlflowClient().update_run(run_id, status="RUNNING")
+        MlflowClient(uri).update_run(run_id, status="RUNNING")
         return run_id
-    experiment_id = _experiment_id(job.tracking.experiment, mlflow.get_tracking_uri())
-    tags = {"reprlab.job": job.name, "reprlab.method": job.method, "git.commit": git_commit()}
+    experiment_id = _experiment_id(experiment, uri)
+    tags = {**tags, "git.commit": git_commit(), "mlflow.source.name": " ".join(sys.argv)}
     tags.update({f"version.{name}": value for name, value in package_versions().items()})
-    tags["mlflow.source.name"] = " ".join(sys.argv)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
-        mlflow.log_params(flatten(job))
-        mlflow.log_text(to_yaml(job), "config/job.yaml")
+        mlflow.log_params(params)
+        mlflow.log_text(config_yaml, "config/job.yaml")
         return run.info.run_id
+
+
+def run_name_of(run_id: str, uri: str | None = None) -> str | None:
+    """The name of MLflow run `run_id` in the store, or None when there is no such run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return MlflowClient(tracking_uri(uri)).get_run(run_id).info.run_name
+    except MlflowException:
+        return None
 
 
 def end_run(run_id: str, uri: str, failed: bool) -> None:

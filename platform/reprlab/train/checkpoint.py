@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-STATE_FILE = "state.pt"
+from reprlab.runs import STATE_FILE
 
 
 @dataclass

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from reprlab.data.augment_ops import per_image, random_boxes
+from reprlab.augment.ops import per_image
+from reprlab.augment.spatial import random_boxes
 
 MIXERS = ("none", "mixup", "cutmix")
 

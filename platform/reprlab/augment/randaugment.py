@@ -15,7 +15,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from reprlab.data.augment_ops import apply_where, per_image, rgb_to_gray, solarize
+from reprlab.augment.ops import apply_where, per_image, rgb_to_gray, solarize
 
 NUM_BINS = 31  # magnitudes 0..30, as torchvision's num_magnitude_bins
 

@@ -1,5 +1,6 @@
 """Batched augmentation ops on float [B,C,H,W] batches in [0, 1], each image with its own
-random parameters; the building blocks of the policies in data/augment.py.
+random parameters: byte/float conversion, crops, colour. The building blocks of the policies
+in augment/policies.py (blur, translation and cutout are in augment/spatial.py).
 
 They run on whole batches with a handful of vectorised tensor ops, so the same code serves Ray
 Data's `map_batches` on CPU and a training worker's GPU. Torchvision's transforms draw one
@@ -28,6 +29,55 @@ def uniform(n: int, low: float, high: float, gen: torch.Generator, device) -> to
 def bernoulli(n: int, p: float, gen: torch.Generator, device) -> torch.Tensor:
     """n coin flips that come up True with probability p."""
     return torch.rand(n, generator=gen, device=device) < p
+
+
+def per_image(values: torch.Tensor) -> torch.Tensor:
+    """[B] values shaped [B,1,1,1], to broadcast over an image batch."""
+    return values.view(-1, 1, 1, 1)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images of any layout -> float32 in [0, 1], same shape: the one byte-to-float
+    conversion, since views and shards travel as bytes (4x less to move)."""
+    return images.float().div_(255)
+
+
+def float_images(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A batch with every uint8 entry (an image tensor) `to_float`; labels and weights as they
+    are."""
+    return {key: to_float(v) if v.dtype == torch.uint8 else v for key, v in batch.items()}
+
+
+def to_float_nchw(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [B,H,W,C] (shard layout) -> float [B,C,H,W] in [0, 1] (model layout)."""
+    return to_float(images.permute(0, 3, 1, 2))
+
+
+def resized(images: torch.Tensor, image_size: int) -> torch.Tensor:
+    """float [B,C,H,W] at image_size x image_size (antialiased bilinear), unchanged if it is."""
+    if images.shape[-2:] == (image_size, image_size):
+        return images
+    return F.interpolate(images, size=image_size, mode="bilinear", antialias=True)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """float [B,C,H,W] in [0, 1] -> uint8, rounded: views travel as bytes, 4x less to move."""
+    return images.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def apply_where(
+    images: torch.Tensor, mask: torch.Tensor, op: Callable[..., torch.Tensor], *per_image_args
+) -> torch.Tensor:
+    """`op(images, *per_image_args)` on the images where `mask` is set, the rest unchanged.
+
+    The op runs on that subset only, so an op drawn by 10% of a batch costs 10% of a pass."""
+    index = mask.nonzero().squeeze(1)
+    if index.numel() == 0:
+        return images
+    if index.numel() == images.shape[0]:
+        return op(images, *per_image_args)
+    subset = op(images[index], *(values[index] for values in per_image_args))
+    return images.index_copy(0, index, subset)
 
 
 def random_resized_crop_boxes(
@@ -126,11 +176,6 @@ def _hue_matrices(shifts: torch.Tensor) -> torch.Tensor:
     return to_rgb @ rotation @ to_yiq
 
 
-def per_image(values: torch.Tensor) -> torch.Tensor:
-    """[B] values shaped [B,1,1,1], to broadcast over an image batch."""
-    return values.view(-1, 1, 1, 1)
-
-
 def color_jitter(
     images: torch.Tensor,
     brightness: float,
@@ -184,85 +229,6 @@ def random_grayscale(images: torch.Tensor, p: float, gen: torch.Generator) -> to
     return torch.where(mask, grayscale(images), images)
 
 
-def to_float_nchw(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [B,H,W,C] -> float [B,C,H,W] in [0, 1]."""
-    return images.permute(0, 3, 1, 2).float().div_(255)
-
-
-def resized(images: torch.Tensor, image_size: int) -> torch.Tensor:
-    """float [B,C,H,W] at image_size x image_size (antialiased bilinear), unchanged if it is."""
-    if images.shape[-2:] == (image_size, image_size):
-        return images
-    return F.interpolate(images, size=image_size, mode="bilinear", antialias=True)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float [B,C,H,W] in [0, 1] -> uint8, rounded: views travel as bytes, 4x less to move."""
-    return images.mul(255).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def apply_where(
-    images: torch.Tensor, mask: torch.Tensor, op: Callable[..., torch.Tensor], *per_image_args
-) -> torch.Tensor:
-    """`op(images, *per_image_args)` on the images where `mask` is set, the rest unchanged.
-
-    The op runs on that subset only, so an op drawn by 10% of a batch costs 10% of a pass."""
-    index = mask.nonzero().squeeze(1)
-    if index.numel() == 0:
-        return images
-    if index.numel() == images.shape[0]:
-        return op(images, *per_image_args)
-    subset = op(images[index], *(values[index] for values in per_image_args))
-    return images.index_copy(0, index, subset)
-
-
-def blur_kernel_size(size: int) -> int:
-    """SimCLR's Gaussian kernel: about 10% of the image side, odd, at least 3 (23 at 224)."""
-    return max(3, int(0.1 * size) // 2 * 2 + 1)
-
-
-def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Blur each image with its own `sigma` ([B]), torchvision's kernel and reflect border.
-
-    A separable sum of k shifted, per-image weighted copies: on CPU up to 9x faster than the
-    grouped conv2d that kornia.filters.gaussian_blur2d builds for per-image sigmas (3x32x32,
-    3 taps), never slower (even at 224 px, 23 taps)."""
-    n, _, height, width = images.shape
-    taps = blur_kernel_size(max(height, width))
-    half = (taps - 1) * 0.5
-    offsets = torch.linspace(-half, half, taps, dtype=images.dtype, device=images.device)
-    kernel = torch.exp(-0.5 * (offsets / sigma[:, None]).pow(2))
-    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).view(n, 1, 1, 1, taps)
-    pad = taps // 2
-    padded = F.pad(images, (pad, pad, 0, 0), mode="reflect")
-    out = padded[..., :width] * kernel[..., 0]
-    for tap in range(1, taps):
-        out.addcmul_(padded[..., tap : tap + width], kernel[..., tap])
-    padded = F.pad(out, (0, 0, pad, pad), mode="reflect")
-    out = padded[..., :height, :] * kernel[..., 0]
-    for tap in range(1, taps):
-        out.addcmul_(padded[..., tap : tap + height, :], kernel[..., tap])
-    return out
-
-
-def blur_where(
-    images: torch.Tensor,
-    mask: torch.Tensor,
-    gen: torch.Generator,
-    sigma: tuple[float, float] = (0.1, 2.0),
-) -> torch.Tensor:
-    """Gaussian-blur the images where `mask` is set, each with its own sigma ~ U(sigma)."""
-    sigmas = uniform(images.shape[0], sigma[0], sigma[1], gen, images.device)
-    return apply_where(images, mask, gaussian_blur, sigmas)
-
-
-def random_gaussian_blur(images: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
-    """Gaussian blur with probability p per image, sigma ~ U(0.1, 2.0) (SimCLR, BYOL)."""
-    if p <= 0:
-        return images
-    return blur_where(images, bernoulli(images.shape[0], p, gen, images.device), gen)
-
-
 def solarize(images: torch.Tensor, threshold: float | torch.Tensor = 0.5) -> torch.Tensor:
     """Invert every pixel at or above `threshold` (a float, or one per image), as torchvision."""
     if isinstance(threshold, torch.Tensor):
@@ -275,68 +241,3 @@ def random_solarize(images: torch.Tensor, p: float, gen: torch.Generator) -> tor
     if p <= 0:
         return images
     return apply_where(images, bernoulli(images.shape[0], p, gen, images.device), solarize)
-
-
-def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
-    """Indices outside [0, size) mirrored back in without repeating the edge (torch 'reflect')."""
-    index = index.abs()
-    return torch.where(index > size - 1, 2 * (size - 1) - index, index)
-
-
-def random_translate(
-    images: torch.Tensor, fraction: float, padding_mode: str, gen: torch.Generator
-) -> torch.Tensor:
-    """Shift each image by its own whole-pixel offset of up to `fraction` of its side on each
-    axis, filling with the mirrored image ("reflect") or black ("zeros"): torchvision's
-    RandomCrop(size, padding, padding_mode) as two batched gathers."""
-    n, channels, height, width = images.shape
-    device = images.device
-    pad_h, pad_w = int(fraction * height + 0.5), int(fraction * width + 0.5)
-    shift_y = torch.randint(-pad_h, pad_h + 1, (n, 1), generator=gen, device=device)
-    shift_x = torch.randint(-pad_w, pad_w + 1, (n, 1), generator=gen, device=device)
-    rows = torch.arange(height, device=device) - shift_y
-    cols = torch.arange(width, device=device) - shift_x
-    if padding_mode == "reflect":
-        rows, cols = _reflect(rows, height), _reflect(cols, width)
-        inside = None
-    else:
-        inside = ((rows >= 0) & (rows < height))[:, None, :, None]
-        inside = inside & ((cols >= 0) & (cols < width))[:, None, None, :]
-    rows = rows.clamp(0, height - 1)[:, None, :, None].expand(n, channels, height, width)
-    cols = cols.clamp(0, width - 1)[:, None, None, :].expand(n, channels, height, width)
-    out = images.gather(2, rows).gather(3, cols)
-    return out if inside is None else out * inside
-
-
-def random_boxes(
-    height: int,
-    width: int,
-    box_h: torch.Tensor,
-    box_w: torch.Tensor,
-    gen: torch.Generator,
-) -> torch.Tensor:
-    """One box per image as a bool mask [B,1,H,W]: `box_h` x `box_w` pixels ([B] each) around
-    a uniformly drawn centre, clipped to the image (so it may come out smaller)."""
-    n, device = box_h.shape[0], box_h.device
-    centre_y = (torch.rand(n, generator=gen, device=device) * height).long()
-    centre_x = (torch.rand(n, generator=gen, device=device) * width).long()
-    top, left = centre_y - box_h // 2, centre_x - box_w // 2
-    rows = torch.arange(height, device=device)[None, :]
-    cols = torch.arange(width, device=device)[None, :]
-    in_rows = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])
-    in_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])
-    return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
-
-
-def cutout(
-    images: torch.Tensor, fraction: float, gen: torch.Generator, fill: float = 0.5
-) -> torch.Tensor:
-    """Paint one square of side `fraction` of the image (clipped at the border) per image with
-    gray, at its own random centre (FixMatch's CutoutAbs)."""
-    n, _, height, width = images.shape
-    side = int(fraction * min(height, width))
-    if side == 0:
-        return images
-    sides = torch.full((n,), side, device=images.device)
-    mask = random_boxes(height, width, sides, sides, gen)
-    return images.masked_fill(mask, fill)

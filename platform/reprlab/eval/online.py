@@ -9,26 +9,34 @@ from __future__ import annotations
 import numpy as np
 import ray.train
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from reprlab.data.augment import to_float_nchw
-from reprlab.data.augment_ops import resized
+from reprlab.augment.ops import resized, to_float_nchw
 from reprlab.data.shards import decode_images
+from reprlab.distributed import gather_rows, sum_across_workers
 from reprlab.eval.knn import knn_accuracy
 from reprlab.methods import Method
 
 
 class TrainingModule(nn.Module):
     """What DDP wraps: the method and, when `num_classes` is given, a linear classifier trained
-    on the method's detached `view1` features with labelled rows (label >= 0). Its gradients
-    never reach the encoder, so the method trains exactly as it would alone."""
+    on the method's detached features of the batch's `probe_images` with its labelled rows
+    (`probe_labels` >= 0). Its gradients never reach the encoder, so the method trains exactly
+    as it would alone."""
 
-    def __init__(self, method: Method, num_classes: int | None) -> None:
+    def __init__(
+        self,
+        method: Method,
+        num_classes: int | None,
+        probe_keys: tuple[str, str] | None = ("view1", "label"),
+    ) -> None:
         super().__init__()
         self.method = method
-        self.head = nn.Linear(method.backbone.num_features, num_classes) if num_classes else None
+        self.head = None
+        if num_classes and probe_keys:
+            self.head = nn.Linear(method.backbone.num_features, num_classes)
+            self.probe_images, self.probe_labels = probe_keys
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The method's outputs, `objective` (what to back-propagate) and the probe's metrics."""
@@ -37,9 +45,9 @@ class TrainingModule(nn.Module):
         if self.head is None:
             return {**output, "objective": output["loss"]}
         if features is None:
-            features = self.method.embed(batch["view1"])
+            features = self.method.embed(batch[self.probe_images])
         logits = self.head(features.detach()).float()
-        labels = batch["label"].long()
+        labels = batch[self.probe_labels].long()
         labelled = labels >= 0
         count = labelled.sum().clamp(min=1)
         probe_loss = F.cross_entropy(logits, labels, ignore_index=-1, reduction="sum") / count
@@ -50,15 +58,6 @@ class TrainingModule(nn.Module):
             "online_linear_acc": (correct / count).detach(),
             "objective": output["loss"] + probe_loss,
         }
-
-
-def _all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
-    """Rows from every worker (shards may differ in length), concatenated in rank order."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return tensor
-    parts: list[torch.Tensor | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, tensor.cpu())
-    return torch.cat(parts)
 
 
 @torch.no_grad()
@@ -103,7 +102,7 @@ def evaluate_online(
         counts.append(float((logits.argmax(dim=1) == test_y).sum()))
     if bank_shard is not None:
         bank_x, bank_y = _embed_shard(module, bank_shard, shape, image_size, device)
-        bank_x, bank_y = _all_gather_rows(bank_x), _all_gather_rows(bank_y)
+        bank_x, bank_y = gather_rows(bank_x), gather_rows(bank_y)
         correct = 0.0
         if len(test_y):
             accuracy = knn_accuracy(
@@ -117,10 +116,8 @@ def evaluate_online(
             correct = accuracy * len(test_y)
         counts.append(correct)
     module.train(was_training)
-    total = torch.tensor(counts, dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(total)
-    rates = (total[1:] / total[0].clamp(min=1)).tolist()
+    total, *correct = sum_across_workers(counts, device)
+    rates = [count / max(total, 1.0) for count in correct]
     metrics = {}
     if module.head is not None:
         metrics["online_linear_acc"] = rates.pop(0)

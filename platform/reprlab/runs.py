@@ -1,0 +1,118 @@
+"""Run folders and the typed run record: what a run wrote, where, and how to find it again.
+
+`$REPRLAB_HOME/runs/<run name>/` holds Ray Train's checkpoints, the run's log file and
+`reprlab_run.json`, the record that ties the folder to its job and its MLflow run, so that
+`--resume`, `reprlab eval` and later pipelines rebuild exactly what was trained."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from reprlab.config import ConfigError, JobConfig
+from reprlab.home import reprlab_home
+from reprlab.tracking.mlflow import run_name_of
+
+RUN_RECORD = "reprlab_run.json"
+STATE_FILE = "state.pt"
+LOG_FILE = "ray.log"
+
+
+def runs_root() -> Path:
+    """Where Ray Train persists checkpoints: $REPRLAB_HOME/runs."""
+    return reprlab_home() / "runs"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run: its name and folder, the job that trained it, the dataset's channels and
+    classes (to rebuild the module), and its MLflow run."""
+
+    run_name: str
+    storage: Path
+    job: JobConfig
+    in_chans: int
+    num_classes: int
+    mlflow_run_id: str
+    tracking_uri: str
+
+    @property
+    def log_file(self) -> Path:
+        """Ray's own output for this run (per-report, checkpoint and Ray Data lines)."""
+        return self.storage / LOG_FILE
+
+    def save(self) -> None:
+        self.storage.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "run_name": self.run_name,
+            "job": self.job.model_dump(mode="json"),
+            "in_chans": self.in_chans,
+            "num_classes": self.num_classes,
+            "mlflow_run_id": self.mlflow_run_id,
+            "tracking_uri": self.tracking_uri,
+        }
+        (self.storage / RUN_RECORD).write_text(json.dumps(payload))
+
+    @classmethod
+    def load(cls, storage: Path) -> RunRecord:
+        """The record in a run folder; ValueError (one line) when absent or too old to use."""
+        path = storage / RUN_RECORD
+        if not path.is_file():
+            raise ValueError(f"{storage}: not a run folder (no {RUN_RECORD})")
+        payload = json.loads(path.read_text())
+        if "job" not in payload:
+            raise ValueError(
+                f"{path}: written by an older reprlab (no job recorded); rerun the job"
+            )
+        return cls(
+            run_name=payload.get("run_name", storage.name),
+            storage=storage,
+            job=JobConfig.model_validate(payload["job"]),
+            in_chans=payload["in_chans"],
+            num_classes=payload["num_classes"],
+            mlflow_run_id=payload["mlflow_run_id"],
+            tracking_uri=payload["tracking_uri"],
+        )
+
+    def latest_checkpoint(self) -> Path:
+        """Ray Train names checkpoints checkpoint_<timestamp>: the last name is the newest."""
+        found = sorted(p.parent for p in self.storage.glob(f"checkpoint_*/{STATE_FILE}"))
+        if not found:
+            raise ValueError(f"{self.storage}: no checkpoint yet (no checkpoint_*/{STATE_FILE})")
+        return found[-1]
+
+
+def run_to_resume(name: str) -> RunRecord | None:
+    """The record of an earlier run to resume (None when it died before writing one);
+    ConfigError naming the runs there when there is no run by that name. Runs before Ray."""
+    storage = runs_root() / name
+    if not storage.is_dir():
+        known = sorted(p.name for p in runs_root().glob("*") if p.is_dir()) or ["none yet"]
+        raise ConfigError(
+            f"--resume: no run named '{name}' in {runs_root()}; runs: {', '.join(known)}"
+        )
+    try:
+        return RunRecord.load(storage)
+    except ValueError:
+        return None
+
+
+def find_trained(source: str) -> tuple[RunRecord, Path]:
+    """The run and checkpoint folder meant by `source`: a checkpoint folder, a run folder, a
+    run name under runs_root() or an MLflow run id; ValueError (one line) when none fits."""
+    path = Path(source).expanduser()
+    if (path / STATE_FILE).is_file():
+        return RunRecord.load(path.parent), path
+    candidates = [path, runs_root() / source]
+    name = run_name_of(source)
+    if name is not None:
+        candidates.append(runs_root() / name)
+    for storage in candidates:
+        if (storage / RUN_RECORD).is_file():
+            record = RunRecord.load(storage)
+            return record, record.latest_checkpoint()
+    raise ValueError(
+        f"{source}: not a checkpoint folder ({STATE_FILE}), a run folder or name under "
+        f"{runs_root()}, or an MLflow run id"
+    )

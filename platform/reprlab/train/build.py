@@ -1,0 +1,45 @@
+"""Build a job's modules: the method around a fresh backbone, the trainable module with its
+online classifier, and a finished run's method from its checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reprlab.config import JobConfig
+from reprlab.eval.online import TrainingModule
+from reprlab.methods import Method, method_class
+from reprlab.models.backbones import build_backbone
+from reprlab.runs import RunRecord
+from reprlab.train.checkpoint import load_checkpoint
+
+
+def make_method(job: JobConfig, in_chans: int) -> Method:
+    """The job's method around a freshly initialised backbone."""
+    backbone_args = {"width": job.model.width} if job.model.width else {}
+    backbone = build_backbone(
+        job.model.backbone,
+        in_chans,
+        image_size=job.data.image_size,
+        patch_size=job.model.patch_size,
+        **backbone_args,
+    )
+    return method_class(job.method)(backbone, job.parsed_method_args())
+
+
+def make_training_module(
+    job: JobConfig,
+    in_chans: int,
+    num_classes: int,
+    probe_keys: tuple[str, str] | None = ("view1", "label"),
+) -> TrainingModule:
+    """The job's method plus its online linear classifier when `eval.online_linear` is on (on
+    the batch keys `probe_keys` = (images, labels) its batch source names)."""
+    head_classes = num_classes if job.eval.online_linear and probe_keys else None
+    return TrainingModule(make_method(job, in_chans), head_classes, probe_keys)
+
+
+def load_trained_method(record: RunRecord, checkpoint: Path) -> Method:
+    """A finished run's method with the weights of `checkpoint`, on CPU, in eval mode."""
+    module = make_training_module(record.job, record.in_chans, record.num_classes)
+    load_checkpoint(checkpoint, module)
+    return module.method.eval()

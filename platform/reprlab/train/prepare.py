@@ -1,0 +1,85 @@
+"""The first phase of a run: load the job's dataset once, check the job against it, and fix the
+run's name and folder, all before Ray starts, so a job that cannot run fails in one line."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from reprlab.config import ConfigError, JobConfig
+from reprlab.data.episodes import EpisodeSpec, episodes_problem
+from reprlab.data.handle import DatasetHandle
+from reprlab.runs import RunRecord, run_to_resume, runs_root
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A job checked against its verified dataset, with the run's name and folder; `resumed`
+    is the record of the run being continued (None for a new run, or one that died early)."""
+
+    job: JobConfig
+    dataset: DatasetHandle
+    run_name: str
+    storage: Path
+    resumed: RunRecord | None = None
+
+
+def prepare(job: JobConfig, *, resume: str | None = None) -> PreparedRun:
+    """Open and verify the dataset (every shard hashed once), check the job against its
+    manifest, and name the run: a new timestamped one, or `resume`. ConfigError otherwise."""
+    resumed = run_to_resume(resume) if resume else None
+    try:
+        dataset = DatasetHandle.open(job.data.dataset)
+    except ValueError as error:
+        raise ConfigError(f"data.dataset: {error}") from None
+    check_job_fits_dataset(job, dataset)
+    run_name = resume or f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return PreparedRun(job, dataset, run_name, runs_root() / run_name, resumed)
+
+
+def check_job_fits_dataset(job: JobConfig, dataset: DatasetHandle) -> None:
+    """ConfigError (one line, naming the key) when a split, episode setting, evaluation or
+    class count of the job does not fit the dataset's manifest."""
+    name = job.data.dataset
+    fewshot = job.eval.fewshot
+    splits = [("data.train_split", job.data.train_split), ("data.eval_split", job.data.eval_split)]
+    if fewshot is not None:
+        splits.append(("eval.fewshot.split", fewshot.split))
+    for key, split in splits:
+        if split not in dataset.splits:
+            allowed = ", ".join(dataset.splits)
+            raise ConfigError(f"{key}: '{split}' is not a split of {name}; allowed: {allowed}")
+    for key, split, spec in _episode_settings(job):
+        problem = episodes_problem(dataset.manifest, split, spec)
+        if problem:
+            raise ConfigError(f"{key}: {name} {problem}")
+    if dataset.splits_classes:
+        for key in ("linear_probe", "knn", "online_linear", "knn_every"):
+            if getattr(job.eval, key):
+                raise ConfigError(
+                    f"eval.{key}: {name} splits its classes (train/val/test share none), so a "
+                    "classifier of train classes cannot score held-out ones; must be off "
+                    "(use eval.fewshot)"
+                )
+    classes = getattr(job.parsed_method_args(), "num_classes", None)
+    if classes is not None and classes != dataset.num_classes:
+        raise ConfigError(
+            f"method_args.num_classes: {name} has {dataset.num_classes} classes; must be "
+            f"{dataset.num_classes}, got {classes}"
+        )
+
+
+def _episode_settings(job: JobConfig) -> list[tuple[str, str, EpisodeSpec]]:
+    """(config key, split, episode shape) of every episode set the job draws."""
+    settings = []
+    if (episodes := job.data.episodes) is not None:
+        spec = EpisodeSpec(episodes.ways, episodes.shots, episodes.queries)
+        settings.append(("data.episodes", job.data.train_split, spec))
+    if (fewshot := job.eval.fewshot) is not None:
+        splits = [fewshot.split] + ([job.data.eval_split] if fewshot.val_episodes else [])
+        for split in splits:
+            for shots in fewshot.shots:
+                spec = EpisodeSpec(fewshot.ways, shots, fewshot.queries)
+                settings.append(("eval.fewshot", split, spec))
+    return settings

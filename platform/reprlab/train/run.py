@@ -1,0 +1,114 @@
+"""A whole run, composed of its phases: prepare (train/prepare.py), record (MLflow run, run
+record, preview figure), fit (train/trainer.py), evaluate (the final probes) and the closing
+record (evaluation, encoder). `reprlab run` calls `run_prepared`; `reprlab eval` and a Tune
+trial reuse the phases they need."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import ray.train
+from rich.console import Console
+
+from reprlab.config import flatten, to_yaml
+from reprlab.eval.features import evaluate_encoder
+from reprlab.methods import Method
+from reprlab.runs import RunRecord
+from reprlab.tracking.mlflow import log_encoder, start_run, tracked, tracking_uri
+from reprlab.train.build import load_trained_method
+from reprlab.train.prepare import PreparedRun
+from reprlab.train.progress import LiveProgress
+from reprlab.train.session import RaySession
+from reprlab.train.sources import batch_source
+from reprlab.train.trainer import fit
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a finished run produced (its record) and its evaluation metrics."""
+
+    record: RunRecord
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def open_record(prepared: PreparedRun) -> RunRecord:
+    """Start the record phase: open the run's MLflow run (reopen it when resuming) with the
+    resolved config, provenance and tags, and write the run record into the run's folder."""
+    job = prepared.job
+    uri = tracking_uri(job.tracking.tracking_uri)
+    run_id = start_run(
+        job.tracking.experiment,
+        prepared.run_name,
+        params=flatten(job),
+        config_yaml=to_yaml(job),
+        tags={"reprlab.job": job.name, "reprlab.method": job.method},
+        uri=uri,
+        run_id=prepared.resumed.mlflow_run_id if prepared.resumed else None,
+    )
+    record = RunRecord(
+        run_name=prepared.run_name,
+        storage=prepared.storage,
+        job=job,
+        in_chans=prepared.dataset.in_chans,
+        num_classes=prepared.dataset.num_classes,
+        mlflow_run_id=run_id,
+        tracking_uri=uri,
+    )
+    record.save()
+    return record
+
+
+def log_preview(prepared: PreparedRun) -> None:
+    """Log the batch source's picture of what training sees into the active MLflow run."""
+    pairs = prepared.job.tracking.augment_grid_pairs
+    if pairs:
+        source = batch_source(prepared.job, prepared.dataset)
+        mlflow.log_figure(source.preview_figure(pairs, prepared.job.seed), source.preview_artifact)
+
+
+def evaluate(prepared: PreparedRun, method: Method) -> dict[str, float]:
+    """The evaluate phase: linear probe and kNN of the frozen encoder, when the job asks."""
+    if prepared.job.eval.linear_probe or prepared.job.eval.knn:
+        return evaluate_encoder(method, prepared.dataset, prepared.job)
+    return {}
+
+
+def trained_method(record: RunRecord, result: ray.train.Result) -> Method:
+    """The method with the weights of the fit's last checkpoint."""
+    with result.checkpoint.as_directory() as directory:
+        return load_trained_method(record, Path(directory))
+
+
+def run_prepared(
+    prepared: PreparedRun, *, console: Console | None = None, verbose: bool = False
+) -> RunSummary:
+    """Record, fit, evaluate and record again; the MLflow run ends FINISHED, or FAILED with its
+    last checkpoint kept. With `console`, training shows a live progress display there."""
+    record = open_record(prepared)
+    job = prepared.job
+    with tracked(record.mlflow_run_id, record.tracking_uri):
+        with mlflow.start_run(run_id=record.mlflow_run_id):
+            log_preview(prepared)
+            with RaySession(record.log_file, verbose):
+                live = LiveProgress(console, job.optim.epochs) if console else None
+                with live or contextlib.nullcontext():
+                    result = fit(
+                        prepared,
+                        tracking_uri=record.tracking_uri,
+                        run_id=record.mlflow_run_id,
+                        progress=live.board if live else None,
+                    )
+            method = trained_method(record, result)
+            metrics = {
+                key: value
+                for key, value in (result.metrics or {}).items()
+                if key.startswith("fewshot/test")
+            }
+            final = evaluate(prepared, method)
+            mlflow.log_metrics(final)
+            if job.tracking.log_model:
+                log_encoder(method.backbone, prepared.dataset.image_shape, job.data.image_size)
+    return RunSummary(record, metrics | final)

@@ -1,0 +1,23 @@
+"""Batch sources by name; a method declares the one it trains on (`Method.batch_source`)."""
+
+from __future__ import annotations
+
+from reprlab.config import JobConfig
+from reprlab.data.handle import DatasetHandle
+from reprlab.methods import method_class
+from reprlab.train.sources.base import BatchSource
+from reprlab.train.sources.episodes import EpisodeSource
+from reprlab.train.sources.views import TwoViewSource
+
+SOURCES: dict[str, type[BatchSource]] = {
+    "two_views": TwoViewSource,
+    "episodes": EpisodeSource,
+}
+
+
+def batch_source(job: JobConfig, dataset: DatasetHandle) -> BatchSource:
+    """The source the job's method trains on, over `dataset`."""
+    return SOURCES[method_class(job.method).batch_source](job, dataset)
+
+
+__all__ = ["SOURCES", "BatchSource", "EpisodeSource", "TwoViewSource", "batch_source"]
