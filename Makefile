@@ -8,15 +8,16 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-# Reinstall only when pyproject.toml changed.
+# Reinstall only when pyproject.toml changed; pip's output goes to a log, shown on failure.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev]'
-	touch $(STAMP)
+	@echo "installing reprlab and its dependencies into $(VENV) (a few minutes; log: $(VENV)/install.log)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -e '.[dev]' > $(VENV)/install.log 2>&1 || { tail -30 $(VENV)/install.log; exit 1; }
+	@touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/reprlab ingest mnist5k
-	$(BIN)/reprlab run jobs/quickstart.yaml
+	@$(BIN)/reprlab ingest mnist5k
+	@$(BIN)/reprlab run jobs/quickstart.yaml
 
 test: $(STAMP)
 	$(BIN)/ruff check platform tests benchmarks
@@ -31,6 +32,7 @@ integration: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/data_pipeline.py
+	$(BIN)/python benchmarks/train_overhead.py
 
 # Every method's mnist5k job end to end (~1 hour on 2 cores); rewrites the README's zoo table.
 zoo: $(STAMP)

@@ -61,7 +61,7 @@ def ingest(
     """Write a dataset as Parquet shards plus manifest.json (idempotent, atomic)."""
     from reprlab.data.catalog import EMBEDDED
     from reprlab.data.catalog import ingest as ingest_dataset
-    from reprlab.data.shards import load_manifest
+    from reprlab.data.manifest import load_manifest
     from reprlab.data.torchvision_sets import DOWNLOADABLE, ingest_download, ingest_imagefolder
 
     if name not in {*EMBEDDED, *DOWNLOADABLE, "imagefolder"}:

@@ -12,7 +12,8 @@ from reprlab.data.catalog import (
     list_datasets,
     resolve_dataset,
 )
-from reprlab.data.shards import ShardError, load_manifest, read_split, verify_dataset
+from reprlab.data.manifest import ShardError, load_manifest, verify_dataset
+from reprlab.data.shards import read_split
 from reprlab.home import reprlab_home
 
 
@@ -162,7 +163,7 @@ def test_every_shard_mixes_classes_even_when_the_source_is_sorted(tmp_path) -> N
     import pyarrow.parquet as pq
 
     from reprlab.data.catalog import ingest
-    from reprlab.data.shards import shard_paths
+    from reprlab.data.manifest import shard_paths
 
     dataset_dir = ingest("digits", out=tmp_path)
     for path in shard_paths(dataset_dir, "train"):

@@ -11,7 +11,8 @@ import torch
 
 from reprlab.data.episodes import EpisodeSampler, EpisodeSpec, episode_batch
 from reprlab.data.handle import DatasetHandle
-from reprlab.data.shards import ShardError, write_dataset
+from reprlab.data.manifest import ShardError
+from reprlab.data.shards import write_dataset
 from reprlab.eval.few_shot import (
     frozen_fewshot,
     linear_head_accuracy,

@@ -9,7 +9,8 @@ import pytest
 
 from reprlab.data import glyphs
 from reprlab.data.catalog import ingest
-from reprlab.data.shards import load_manifest, read_split, verify_dataset
+from reprlab.data.manifest import load_manifest, verify_dataset
+from reprlab.data.shards import read_split
 
 SPLIT_SCRIPTS = {
     "train": {"latin", "greek", "cyrillic", "math", "technical", "geometric"},

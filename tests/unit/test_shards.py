@@ -11,17 +11,15 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from reprlab.data.shards import (
+from reprlab.data.manifest import (
     IMAGE_FORMAT,
     SCHEMA_VERSION,
     ShardError,
-    decode_images,
     load_manifest,
-    read_split,
     shard_paths,
     verify_dataset,
-    write_dataset,
 )
+from reprlab.data.shards import decode_images, read_split, write_dataset
 
 CLASSES = ["cat", "dog", "eel"]
 

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from reprlab.cli import app
 from reprlab.data import torchvision_sets
-from reprlab.data.shards import load_manifest, read_split, verify_dataset
+from reprlab.data.manifest import load_manifest, verify_dataset
+from reprlab.data.shards import read_split
 from reprlab.data.torchvision_sets import (
     CIFAR_FS_TEST,
     CIFAR_FS_VAL,

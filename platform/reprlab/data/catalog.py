@@ -16,13 +16,8 @@ import numpy as np
 
 from reprlab.data import glyphs
 from reprlab.data.class_split import SplitRows
-from reprlab.data.shards import (
-    MANIFEST_NAME,
-    ShardError,
-    load_manifest,
-    verify_dataset,
-    write_dataset,
-)
+from reprlab.data.manifest import MANIFEST_NAME, ShardError, load_manifest, verify_dataset
+from reprlab.data.shards import write_dataset
 from reprlab.home import reprlab_home
 
 DIGIT_CLASSES = [str(d) for d in range(10)]

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from reprlab.data.shards import CLASS_SPLIT_KEY, class_split_problem
+from reprlab.data.manifest import CLASS_SPLIT_KEY, class_split_problem
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from reprlab.data.catalog import EMBEDDED, ingest, resolve_dataset
-from reprlab.data.shards import ShardError, read_split, shard_paths, verify_dataset
+from reprlab.data.manifest import ShardError, shard_paths, verify_dataset
+from reprlab.data.shards import read_split
 
 
 @dataclass(frozen=True)

@@ -123,5 +123,6 @@ def row_dataset(dataset: DatasetHandle, split: str) -> ray.data.Dataset:
 
 def ingest_options(data_cpus: float) -> ExecutionOptions:
     """Ray Data limits for training ingest: the pipeline gets `data_cpus` beside what the Train
-    workers reserve, so readers, augmenters and trainers never wait on each other for CPUs."""
-    return ExecutionOptions(resource_limits=ExecutionResources(cpu=data_cpus))
+    workers reserve, so readers, augmenters and trainers never wait on each other for CPUs; and
+    batches leave in block order, so a seed replays the same stream, not just the same views."""
+    return ExecutionOptions(resource_limits=ExecutionResources(cpu=data_cpus), preserve_order=True)

@@ -1,4 +1,5 @@
-"""Parquet image shards plus a checksummed ``manifest.json``: writing, verifying, reading.
+"""Parquet image shards: writing a dataset (shards plus its manifest, atomically) and reading
+its rows back.
 
 A dataset lives in ``<root>/<name>/``: ``<split>-<i:05d>.parquet`` files with columns
 ``image`` (raw uint8 pixels, C-order H*W*C), ``label`` (int64, -1 = unlabeled),
@@ -9,7 +10,6 @@ add an optional ``class_split`` key (split -> its classes, pairwise disjoint).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -25,26 +25,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-SCHEMA_VERSION = 1
-IMAGE_FORMAT = "raw_uint8"
-MANIFEST_NAME = "manifest.json"
-CLASS_SPLIT_KEY = "class_split"
+from reprlab.data.manifest import (
+    CLASS_SPLIT_KEY,
+    IMAGE_FORMAT,
+    MANIFEST_NAME,
+    REQUIRED_KEYS,
+    SCHEMA_VERSION,
+    ShardError,
+    class_split_problem,
+    load_manifest,
+    one_line,
+    sha256,
+    shard_paths,
+)
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _SPLIT_PATTERN = re.compile(r"[A-Za-z0-9_]+")
-_REQUIRED_KEYS = (
-    "schema_version",
-    "name",
-    "source",
-    "image_shape",
-    "image_format",
-    "seed",
-    "test_fraction",
-    "classes",
-    "splits",
-    "shards",
-)
-_SHARD_KEYS = ("file", "split", "rows", "sha256")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_START = b"\xff\xd8\xff"
 _JPEG_END = b"\xff\xd9"
@@ -57,17 +53,6 @@ _SHARD_SCHEMA = pa.schema(
         ("split", pa.string()),
     ]
 )
-
-
-class ShardError(ValueError):
-    """A dataset directory, manifest or shard is missing or inconsistent.
-
-    The message is one line naming the file (and row/key where relevant) and what is wrong.
-    """
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 # ---------------------------------------------------------------------------- writing
@@ -177,7 +162,7 @@ def _validate_settings(name: str, rows_per_shard: int) -> None:
 def _validated_extra(
     extra: dict[str, Any], labels: np.ndarray, class_names: list[str], splits: np.ndarray
 ) -> dict[str, Any]:
-    clash = sorted(set(extra) & set(_REQUIRED_KEYS))
+    clash = sorted(set(extra) & set(REQUIRED_KEYS))
     if clash:
         raise ValueError(f"extra manifest keys {clash} would replace standard keys")
     if CLASS_SPLIT_KEY in extra:
@@ -186,23 +171,6 @@ def _validated_extra(
             raise ValueError(f"extra key '{CLASS_SPLIT_KEY}': {problem}")
         _check_rows_follow_class_split(extra[CLASS_SPLIT_KEY], labels, class_names, splits)
     return extra
-
-
-def class_split_problem(class_split: Any, class_names: list[str]) -> str | None:
-    """Why ``class_split`` is not a {split: [class names]} map of disjoint known classes, or
-    None when it is."""
-    if not isinstance(class_split, dict) or not all(
-        isinstance(m, list) and all(isinstance(c, str) for c in m) for m in class_split.values()
-    ):
-        return "must map each split name to a list of class names"
-    known, owner = set(class_names), {}
-    for split, members in class_split.items():
-        for name in members:
-            if name not in known:
-                return f"split '{split}' lists unknown class {name!r}"
-            if owner.setdefault(name, split) != split:
-                return f"class {name!r} is in both '{owner[name]}' and '{split}'"
-    return None
 
 
 def _check_rows_follow_class_split(
@@ -272,7 +240,7 @@ def _write_shards(
                     "file": file_name,
                     "split": split,
                     "rows": int(shard_rows.size),
-                    "sha256": _sha256(path),
+                    "sha256": sha256(path),
                 }
             )
     return shards
@@ -325,116 +293,6 @@ def _swap_into_place(staging: Path, target: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
         raise
     shutil.rmtree(aside, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-# ---------------------------------------------------------------------------- manifest
-
-
-def load_manifest(dataset_dir: Path) -> dict:
-    """Read and validate ``manifest.json`` (presence, JSON, schema_version, required keys)."""
-    path = Path(dataset_dir) / MANIFEST_NAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ShardError(f"{path}: not found (not a reprlab dataset directory?)") from None
-    except OSError as e:
-        raise ShardError(f"{path}: unreadable ({_one_line(e.strerror or e)})") from None
-    try:
-        manifest = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ShardError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
-    _validate_manifest(path, manifest)
-    return manifest
-
-
-def _validate_manifest(path: Path, manifest: Any) -> None:
-    if not isinstance(manifest, dict):
-        raise ShardError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
-    if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ShardError(
-            f"{path}: key 'schema_version' is {manifest.get('schema_version')!r}, "
-            f"this reprlab reads {SCHEMA_VERSION}; re-ingest the dataset"
-        )
-    for key in _REQUIRED_KEYS:
-        if key not in manifest:
-            raise ShardError(f"{path}: missing key '{key}'")
-    if manifest["image_format"] != IMAGE_FORMAT:
-        raise ShardError(
-            f"{path}: key 'image_format' is {manifest['image_format']!r}, expected {IMAGE_FORMAT!r}"
-        )
-    shape = manifest["image_shape"]
-    if not (
-        isinstance(shape, list)
-        and len(shape) == 3
-        and all(isinstance(d, int) and d > 0 for d in shape)
-    ):
-        raise ShardError(f"{path}: key 'image_shape' must be [H, W, C] positive ints, got {shape}")
-    for key, kind in (("classes", list), ("splits", dict), ("shards", list)):
-        if not isinstance(manifest[key], kind):
-            raise ShardError(f"{path}: key '{key}' must be a JSON {kind.__name__}")
-    for split, entry in manifest["splits"].items():
-        if not (isinstance(entry, dict) and isinstance(entry.get("count"), int)):
-            raise ShardError(f"{path}: key 'splits.{split}' must be an object with an int 'count'")
-    for i, shard in enumerate(manifest["shards"]):
-        _validate_shard_entry(path, i, shard)
-    if CLASS_SPLIT_KEY in manifest:
-        problem = class_split_problem(manifest[CLASS_SPLIT_KEY], manifest["classes"])
-        if problem:
-            raise ShardError(f"{path}: key '{CLASS_SPLIT_KEY}': {problem}")
-
-
-def _validate_shard_entry(path: Path, index: int, shard: Any) -> None:
-    if not isinstance(shard, dict):
-        raise ShardError(f"{path}: key 'shards[{index}]' must be a JSON object")
-    for key in _SHARD_KEYS:
-        if key not in shard:
-            raise ShardError(f"{path}: missing key 'shards[{index}].{key}'")
-    file_name = shard["file"]
-    if (
-        not isinstance(file_name, str)
-        or file_name in {"", "."}
-        or Path(file_name).name != file_name
-    ):
-        raise ShardError(f"{path}: key 'shards[{index}].file' must be a plain file name")
-
-
-def verify_dataset(dataset_dir: Path) -> dict:
-    """Load the manifest and check every shard exists with the recorded sha256; return it."""
-    dataset_dir = Path(dataset_dir)
-    manifest = load_manifest(dataset_dir)
-    for shard in manifest["shards"]:
-        path = dataset_dir / shard["file"]
-        if not path.is_file():
-            raise ShardError(f"{path}: missing (listed in {MANIFEST_NAME}); re-ingest the dataset")
-        actual = _sha256(path)
-        if actual != shard["sha256"]:
-            raise ShardError(
-                f"{path}: sha256 mismatch (manifest says {shard['sha256'][:12]}.., "
-                f"file has {actual[:12]}..); re-ingest the dataset"
-            )
-    return manifest
-
-
-def shard_paths(dataset_dir: Path, split: str) -> list[str]:
-    """Absolute paths of ``split``'s shards, in manifest order."""
-    dataset_dir = Path(dataset_dir).resolve()
-    manifest = load_manifest(dataset_dir)
-    paths = [str(dataset_dir / s["file"]) for s in manifest["shards"] if s["split"] == split]
-    if not paths:
-        available = sorted({s["split"] for s in manifest["shards"]})
-        raise ShardError(
-            f"{dataset_dir / MANIFEST_NAME}: no split '{split}'; "
-            f"available: {', '.join(available) or 'none'}"
-        )
-    return paths
 
 
 # ---------------------------------------------------------------------------- reading
@@ -539,7 +397,7 @@ def _read_shard_columns(path: str) -> tuple[list[bytes | None], np.ndarray]:
     except FileNotFoundError:
         raise ShardError(f"{path}: missing (listed in {MANIFEST_NAME}); re-ingest") from None
     except (pa.ArrowException, OSError) as e:
-        raise ShardError(f"{path}: unreadable parquet ({_one_line(e)})") from None
+        raise ShardError(f"{path}: unreadable parquet ({one_line(e)})") from None
     labels = table.column("label").to_numpy(zero_copy_only=False)
     if labels.dtype.kind not in "iu":
         label_type = table.schema.field("label").type

@@ -19,7 +19,7 @@ from typing import Any
 import mlflow
 import mlflow.pytorch
 import torch
-from mlflow.entities import Metric
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from reprlab.home import reprlab_home
@@ -92,18 +92,22 @@ def start_run(
     run_id: str | None = None,
 ) -> str:
     """Open (or reopen, when resuming) a run with its params, its config as `config/job.yaml`,
-    the commit, the package versions and `tags`; returns the run id."""
+    the commit, the package versions and `tags`; returns the run id. The run stays RUNNING until
+    `end_run` (or `tracked`) closes it."""
     mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
     if run_id is not None:
-        MlflowClient(uri).update_run(run_id, status="RUNNING")
+        client.update_run(run_id, status="RUNNING")
         return run_id
-    experiment_id = _experiment_id(experiment, uri)
     tags = {**tags, "git.commit": git_commit(), "mlflow.source.name": " ".join(sys.argv)}
     tags.update({f"version.{name}": value for name, value in package_versions().items()})
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
-        mlflow.log_params(params)
-        mlflow.log_text(config_yaml, "config/job.yaml")
-        return run.info.run_id
+    run = client.create_run(_experiment_id(experiment, uri), run_name=run_name, tags=tags)
+    run_id = run.info.run_id
+    client.log_batch(
+        run_id, params=[Param(key, str(value)) for key, value in params.items()], synchronous=True
+    )
+    client.log_text(run_id, config_yaml, "config/job.yaml")
+    return run_id
 
 
 def run_name_of(run_id: str, uri: str | None = None) -> str | None:

@@ -1,0 +1,80 @@
+"""The run's phases on their own, without Ray: prepare (dataset verified once, job checked
+against it), the record (MLflow run + run record + preview), evaluate (the final probes)."""
+
+from __future__ import annotations
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from reprlab.config import ConfigError, validate_job
+from reprlab.data import manifest
+from reprlab.data.catalog import ingest
+from reprlab.runs import RunRecord
+from reprlab.train.build import make_method
+from reprlab.train.prepare import prepare
+from reprlab.train.run import evaluate, log_preview, open_record
+
+
+def digits_job(**sections):
+    base = {
+        "name": "phases",
+        "data": {"dataset": "digits", "image_size": 8, "batch_size": 64},
+        "model": {"backbone": "conv4", "width": 8},
+        "tracking": {"experiment": "phases", "augment_grid_pairs": 3},
+    }
+    return validate_job(base | sections)
+
+
+def test_prepare_hashes_every_shard_once(monkeypatch) -> None:
+    ingest("digits")
+    hashed = []
+    real = manifest.sha256
+    monkeypatch.setattr(manifest, "sha256", lambda path: hashed.append(path) or real(path))
+    prepared = prepare(digits_job())
+    assert len(hashed) == len(prepared.dataset.manifest["shards"]) == len(set(hashed))
+    assert prepared.run_name.startswith("phases-") and prepared.resumed is None
+    assert prepared.storage.name == prepared.run_name
+    assert prepared.dataset.in_chans == 1 and prepared.dataset.num_classes == 10
+
+
+def test_a_classifier_for_another_class_count_fails_before_ray() -> None:
+    ingest("digits")
+    job = digits_job(method="supervised", method_args={"num_classes": 7})
+    with pytest.raises(ConfigError, match=r"method_args.num_classes: digits has 10 classes; "):
+        prepare(job)
+    assert prepare(digits_job(method="supervised", method_args={"num_classes": 10}))
+
+
+def test_resume_of_an_unknown_run_names_the_runs_there() -> None:
+    ingest("digits")
+    with pytest.raises(ConfigError, match=r"--resume: no run named 'gone'"):
+        prepare(digits_job(), resume="gone")
+
+
+def test_the_record_opens_the_mlflow_run_and_writes_the_run_record() -> None:
+    ingest("digits")
+    prepared = prepare(digits_job())
+    record = open_record(prepared)
+    assert RunRecord.load(prepared.storage) == record
+    run = MlflowClient(record.tracking_uri).get_run(record.mlflow_run_id)
+    assert run.info.run_name == prepared.run_name and run.info.status == "RUNNING"
+    assert run.data.params["data.dataset"] == "digits"
+    assert run.data.tags["reprlab.method"] == "simclr"
+    with mlflow.start_run(run_id=record.mlflow_run_id):
+        log_preview(prepared)
+    artifacts = MlflowClient(record.tracking_uri).list_artifacts(record.mlflow_run_id, "augment")
+    assert [a.path for a in artifacts] == ["augment/view_pairs.png"]
+
+    again = open_record(prepare(digits_job(), resume=prepared.run_name))
+    assert again.mlflow_run_id == record.mlflow_run_id  # resume continues the same MLflow run
+
+
+def test_evaluate_scores_the_frozen_encoder_with_the_jobs_probes() -> None:
+    ingest("digits")
+    prepared = prepare(digits_job(eval={"knn": False}))
+    metrics = evaluate(prepared, make_method(prepared.job, prepared.dataset.in_chans))
+    assert set(metrics) == {"eval/linear_probe_acc"}
+    assert 0.3 < metrics["eval/linear_probe_acc"] <= 1  # a random conv4 on digits, 10 classes
+    nothing = prepare(digits_job(eval={"knn": False, "linear_probe": False}))
+    assert evaluate(nothing, make_method(nothing.job, 1)) == {}
