@@ -55,7 +55,7 @@ def platform_epochs(job_file: str, epochs: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("job", nargs="?", default="jobs/quickstart.yaml")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
     os.environ.setdefault("REPRLAB_HOME", tempfile.mkdtemp(prefix="reprlab-overhead-"))
     ingest("mnist5k")

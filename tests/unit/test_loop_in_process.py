@@ -97,11 +97,13 @@ def _rows(seed: int = 0) -> dict[str, np.ndarray]:
 def test_views_are_a_function_of_seed_epoch_and_rows() -> None:
     policy = SimCLRPolicy(hflip_p=0.5).at_size(8)
 
-    def views(seed: int, rows: dict) -> np.ndarray:
-        return augment_views(rows, shape=(8, 8, 1), policy=policy, seed=seed)["view1"]
+    def views(seed: int, rows: dict, epoch: int = 0) -> np.ndarray:
+        batch = augment_views(rows, shape=(8, 8, 1), policy=policy, seed=seed, epoch=epoch)
+        return batch["view1"]
 
     assert np.array_equal(views(0, _rows()), views(0, _rows()))
     assert not np.array_equal(views(0, _rows()), views(1, _rows()))
+    assert not np.array_equal(views(0, _rows()), views(0, _rows(), epoch=1))
     assert not np.array_equal(views(0, _rows()), views(0, _rows(seed=1)))
 
 

@@ -1,8 +1,10 @@
 """Checkpoints: the trained module's weights (method and online head), the optimiser and the
-position in training, in one file, written into the directory Ray Train persists each epoch."""
+position in training, in one file (plus the position alone as JSON, cheap to read), written
+into the directory Ray Train persists each epoch."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import torch
 from torch import nn
 
 from reprlab.runs import STATE_FILE
+
+POSITION_FILE = "train_state.json"
 
 
 @dataclass
@@ -31,7 +35,15 @@ def save_checkpoint(
         "state": asdict(state),
     }
     torch.save(payload, path)
+    (Path(directory) / POSITION_FILE).write_text(json.dumps(asdict(state)))
     return path
+
+
+def epoch_to_resume(storage: Path) -> int:
+    """The epochs the newest checkpoint of a run folder has finished (0 when it has none): where
+    a relaunched or restarted run continues. Ray Train names checkpoints checkpoint_<time>."""
+    found = sorted(Path(storage).glob(f"checkpoint_*/{POSITION_FILE}"))
+    return json.loads(found[-1].read_text())["epoch"] if found else 0
 
 
 def load_checkpoint(

@@ -12,12 +12,13 @@ from reprlab.train.loop import WorkerPlan, train_loop_per_worker
 from reprlab.train.monitors import EpochMonitors
 from reprlab.train.prepare import PreparedRun
 from reprlab.train.sources import batch_source
+from reprlab.train.sources.base import GenDataset
 
 
 def build_trainer(
     prepared: PreparedRun,
     plan: WorkerPlan,
-    datasets: dict[str, ray.data.Dataset],
+    datasets: dict[str, GenDataset],
     callbacks: list[ray.train.UserCallback] | None = None,
 ) -> TorchTrainer:
     """The TorchTrainer of `plan` over `datasets`; a restart with the same run name resumes from
@@ -58,7 +59,7 @@ def fit(
     source = batch_source(job, dataset)
     monitors = EpochMonitors(job, dataset)
     try:
-        datasets = source.ray_datasets() | monitors.ray_datasets()
+        datasets = source.ray_datasets(prepared.storage) | monitors.ray_datasets()
         plan = WorkerPlan(
             job=job,
             source=source,

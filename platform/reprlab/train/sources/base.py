@@ -9,7 +9,8 @@ branch."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import ClassVar
 
 import ray
@@ -18,6 +19,8 @@ from matplotlib.figure import Figure
 
 from reprlab.config import JobConfig
 from reprlab.data.handle import DatasetHandle
+
+GenDataset = ray.data.Dataset | Callable[[], ray.data.Dataset]
 
 
 class BatchSource(ABC):
@@ -32,8 +35,10 @@ class BatchSource(ABC):
         self.job = job
         self.dataset = dataset
 
-    def ray_datasets(self) -> dict[str, ray.data.Dataset]:
-        """On the driver, with Ray up: the datasets the trainer hands to the workers."""
+    def ray_datasets(self, storage: Path) -> dict[str, GenDataset]:
+        """On the driver, with Ray up: the datasets the trainer hands to the workers, or
+        factories Ray Train calls each time it starts the worker group (a stream that depends
+        on where training resumes reads that from the run folder `storage`)."""
         return {}
 
     def close(self) -> None:  # noqa: B027 - most sources start nothing to release

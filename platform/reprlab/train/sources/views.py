@@ -4,6 +4,9 @@ batches of every joint-embedding, pretext and supervised method."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
+from itertools import islice
+from pathlib import Path
 
 import ray
 import ray.train
@@ -14,73 +17,79 @@ from reprlab.augment import ViewPolicy
 from reprlab.augment.ops import float_images
 from reprlab.config import JobConfig
 from reprlab.data.handle import DatasetHandle
-from reprlab.data.pipeline import PipelineState, view_dataset
+from reprlab.data.pipeline import RowCounter, view_dataset
 from reprlab.distributed import world_info
 from reprlab.tracking.figures import view_pairs_figure
-from reprlab.train.sources.base import BatchSource
+from reprlab.train.checkpoint import epoch_to_resume
+from reprlab.train.sources.base import BatchSource, GenDataset
 
 
 class TwoViewSource(BatchSource):
     """`view1`, `view2` (float [B, C, S, S]) and `label` per row of `data.train_split`, plus
-    `label_mix`/`mix_weight` when the policy mixes; the global batch is split evenly across
-    workers. Views are a function of the job's seed, the epoch and the rows."""
+        `label_mix`/`mix_weight` when the policy mixes; the global batch is split evenly across
+        workers. Views are a function of the job's seed, the epoch and the rows, and every epoch
+    comes from one Ray Data stream per worker."""
 
     probe_keys = ("view1", "label")
     preview_artifact = "augment/view_pairs.png"
 
     def __init__(self, job: JobConfig, dataset: DatasetHandle) -> None:
         super().__init__(job, dataset)
-        self.state: ray.actor.ActorHandle | None = None
-        self._bad_rows_reported = 0
+        self.counter: ray.actor.ActorHandle | None = None
+        self._stream: Iterator[dict[str, torch.Tensor]] | None = None
 
     @property
     def policy(self) -> ViewPolicy:
         return self.job.data.augment.at_size(self.job.data.image_size)
 
-    def ray_datasets(self) -> dict[str, ray.data.Dataset]:
+    def ray_datasets(self, storage: Path) -> dict[str, GenDataset]:
+        self.counter = RowCounter.remote()
+        return {"train": partial(self.view_stream, storage)}
+
+    def view_stream(self, storage: Path) -> ray.data.Dataset:
+        """The views of every epoch from the one training resumes at to the last, one stream."""
         data = self.job.data
-        self.state = PipelineState.remote()
-        train = view_dataset(
+        return view_dataset(
             self.dataset,
             data.train_split,
             self.policy,
             seed=self.job.seed,
-            state=self.state,
+            epochs=range(epoch_to_resume(storage), self.job.optim.epochs),
+            counter=self.counter,
             map_batch_size=data.map_batch_size,
             cache=data.cache,
         )
-        return {"train": train}
 
     def close(self) -> None:
-        if self.state is not None:
-            ray.kill(self.state)
-            self.state = None
+        if self.counter is not None:
+            ray.kill(self.counter)
+            self.counter = None
 
     def steps_per_epoch(self, world: int) -> int:
         per_worker = self.job.data.batch_size // world
         return max(1, self.dataset.rows(self.job.data.train_split) // world // per_worker)
 
     def epoch_batches(self, epoch: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
-        if self.state is not None:
-            ray.get(self.state.begin_epoch.remote(epoch))
-        shard = ray.train.get_dataset_shard("train")
-        batches = shard.iter_torch_batches(
-            batch_size=self.job.data.batch_size // world_info()[1],
-            drop_last=True,
-            device=device,
-            prefetch_batches=2,
-        )
-        return map(float_images, batches)
+        """The next `steps_per_epoch` batches of this worker's stream: the pass over the rows
+        and the step count drift apart by the rows drop_last would leave, as in step-based
+        training."""
+        world = world_info()[1]
+        if self._stream is None:
+            batches = ray.train.get_dataset_shard("train").iter_torch_batches(
+                batch_size=self.job.data.batch_size // world, device=device, prefetch_batches=2
+            )
+            self._stream = map(float_images, iter(batches))
+        return islice(self._stream, self.steps_per_epoch(world))
 
     def images_in(self, batch: dict[str, torch.Tensor]) -> int:
         return batch["label"].shape[0]
 
     def epoch_metrics(self) -> dict[str, float]:
-        if self.state is None:
+        """`data/bad_rows`: rows skipped as corrupt so far (the stream runs ahead of the steps,
+        so a per-epoch count would be a guess)."""
+        if self.counter is None:
             return {}
-        total = ray.get(self.state.bad_row_count.remote())
-        skipped, self._bad_rows_reported = total - self._bad_rows_reported, total
-        return {"data/bad_rows": skipped}
+        return {"data/bad_rows": ray.get(self.counter.value.remote())}
 
     def preview_figure(self, count: int, seed: int) -> Figure:
         """The first `count` rows of the train split, each with its two views."""
