@@ -7,6 +7,7 @@ quarter of the bytes float32 views would need. The float conversion happens on t
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -18,6 +19,10 @@ from reprlab.augment import ViewPolicy
 from reprlab.augment.mix import mix_batch
 from reprlab.data.handle import DatasetHandle
 from reprlab.data.shards import decode_images
+
+BLOCKS_PER_MAP_BATCH = 4
+"""Cached rows are cut into blocks of a quarter augmentation batch, so reordering the blocks
+each epoch regroups the rows of every augmentation batch."""
 
 
 @ray.remote(num_cpus=0)
@@ -33,6 +38,11 @@ class RowCounter:
 
     def value(self) -> int:
         return self.total
+
+
+def pass_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch `epoch`'s block order (distinct for every (seed, epoch) pair)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
 def batch_generator(seed: int, epoch: int, images: np.ndarray) -> torch.Generator:
@@ -93,17 +103,21 @@ def view_dataset(
     boundary (0.4 s of a 4 s quickstart epoch did), and each epoch's views are fixed by
     (seed, epoch, rows).
 
-    With `cache`, the shard rows are read once into the object store and each epoch only
-    re-runs the augmentation: re-reading Parquet costs a second or more of task start-up per
-    epoch, 8x the augmentation itself on mnist5k (benchmarks/data_pipeline.py). Without it,
-    rows stream from Parquet every epoch, for splits larger than the object store."""
+    With `cache`, the shard rows are read once into the object store, in blocks of about a
+    quarter of `map_batch_size` rows, and each epoch only re-runs the augmentation over the
+    blocks in a new order, so an augmentation batch (and every training batch cut from it)
+    mixes different rows each epoch: re-reading Parquet costs a second or more of task
+    start-up per epoch, 8x the augmentation itself on mnist5k (benchmarks/data_pipeline.py).
+    Without it, rows stream from Parquet every epoch, for splits larger than the object
+    store."""
     rows = ray.data.read_parquet(
         dataset.shard_paths(split), shuffle=FileShuffleConfig(seed=seed)
     ).select_columns(["image", "label"])
     if cache:
-        rows = rows.materialize()
+        blocks = max(1, math.ceil(dataset.rows(split) * BLOCKS_PER_MAP_BATCH / map_batch_size))
+        rows = rows.repartition(blocks).materialize()
     passes = [
-        rows.randomize_block_order(seed=seed + epoch).map_batches(
+        rows.randomize_block_order(seed=pass_seed(seed, epoch)).map_batches(
             augment_views,
             batch_size=map_batch_size,
             batch_format="numpy",
@@ -130,5 +144,10 @@ def row_dataset(dataset: DatasetHandle, split: str) -> ray.data.Dataset:
 def ingest_options(data_cpus: float) -> ExecutionOptions:
     """Ray Data limits for training ingest: the pipeline gets `data_cpus` beside what the Train
     workers reserve, so readers, augmenters and trainers never wait on each other for CPUs; and
-    batches leave in block order, so a seed replays the same stream, not just the same views."""
+    batches leave in block order, so a seed replays the same stream, not just the same views.
+
+    No object-store cap on purpose: Ray Data 2.60's executor loop spins without sleeping while
+    backpressure leaves it no task to wait on (measured: the SplitCoordinator at 70 % of a core
+    and quickstart epochs at 4.5 s instead of 2.7 s under a 16 MB cap), so a stream that may
+    run ahead and then finish costs the trainers less CPU than one held back."""
     return ExecutionOptions(resource_limits=ExecutionResources(cpu=data_cpus), preserve_order=True)
