@@ -291,7 +291,7 @@ def augment_preview(
     except ConfigError as error:
         _fail(str(error))
     job = prepared.job
-    figure = batch_source(job, prepared.dataset).preview_figure(pairs, seed)
+    figure = batch_source(job, prepared.dataset).preview_figure(pairs, seed)  # pairs >= 1
     path = out or Path(f"{job.name}-augment.png")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)

@@ -78,3 +78,35 @@ def test_evaluate_scores_the_frozen_encoder_with_the_jobs_probes() -> None:
     assert 0.3 < metrics["eval/linear_probe_acc"] <= 1  # a random conv4 on digits, 10 classes
     nothing = prepare(digits_job(eval={"knn": False, "linear_probe": False}))
     assert evaluate(nothing, make_method(nothing.job, 1)) == {}
+
+
+def test_an_episodic_job_logs_its_episode_even_without_augmentation_grids(tmp_path) -> None:
+    ingest("glyphs", tmp_path)
+    job = validate_job(
+        {
+            "name": "episodes",
+            "method": "protonet",
+            "data": {
+                "dataset": str(tmp_path / "glyphs"),
+                "eval_split": "val",
+                "episodes": {"ways": 3, "shots": 1, "queries": 1, "tasks_per_step": 2},
+            },
+            "eval": {"linear_probe": False, "knn": False, "online_linear": False},
+            "tracking": {"augment_grid_pairs": 0},
+        }
+    )
+    prepared = prepare(job)
+    record = open_record(prepared)
+    with mlflow.start_run(run_id=record.mlflow_run_id):
+        log_preview(prepared)
+    artifacts = MlflowClient(record.tracking_uri).list_artifacts(record.mlflow_run_id, "episodes")
+    assert [a.path for a in artifacts] == ["episodes/train_episode.png"]
+    ingest("digits")
+    views = prepare(digits_job(tracking={"augment_grid_pairs": 0}))
+    assert views.dataset.name == "digits" and batch_source_preview(views) is None
+
+
+def batch_source_preview(prepared):
+    from reprlab.train.sources import batch_source
+
+    return batch_source(prepared.job, prepared.dataset).preview_figure(0, 0)

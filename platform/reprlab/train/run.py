@@ -63,10 +63,11 @@ def open_record(prepared: PreparedRun) -> RunRecord:
 
 def log_preview(prepared: PreparedRun) -> None:
     """Log the batch source's picture of what training sees into the active MLflow run."""
-    pairs = prepared.job.tracking.augment_grid_pairs
-    if pairs:
-        source = batch_source(prepared.job, prepared.dataset)
-        mlflow.log_figure(source.preview_figure(pairs, prepared.job.seed), source.preview_artifact)
+    job = prepared.job
+    source = batch_source(job, prepared.dataset)
+    figure = source.preview_figure(job.tracking.augment_grid_pairs, job.seed)
+    if figure is not None:
+        mlflow.log_figure(figure, source.preview_artifact)
 
 
 def evaluate(prepared: PreparedRun, method: Method) -> dict[str, float]:

@@ -61,5 +61,6 @@ class BatchSource(ABC):
         return {}
 
     @abstractmethod
-    def preview_figure(self, count: int, seed: int) -> Figure:
-        """A picture of what training sees, `count` examples, drawn with `seed`."""
+    def preview_figure(self, count: int, seed: int) -> Figure | None:
+        """A picture of what training sees, drawn with `seed` (`count` examples where the
+        source shows examples; None when it has nothing to show for `count`)."""

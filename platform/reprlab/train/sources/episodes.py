@@ -88,7 +88,8 @@ class EpisodeSource(BatchSource):
         return batch["support"].shape[:2].numel() + batch["query"].shape[:2].numel()
 
     def preview_figure(self, count: int, seed: int) -> Figure:
-        """The first training episode drawn with `seed` (`count` is unused: one episode)."""
+        """The first training episode drawn with `seed`, whatever `count` (one episode shows
+        the task; `tracking.augment_grid_pairs` sizes augmentation grids)."""
         images, labels = self.dataset.class_images(self.job.data.train_split)
         batch = episode_batch(images, self.sampler(labels, seed), [0])
         s = self.settings

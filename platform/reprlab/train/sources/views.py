@@ -91,8 +91,10 @@ class TwoViewSource(BatchSource):
             return {}
         return {"data/bad_rows": ray.get(self.counter.value.remote())}
 
-    def preview_figure(self, count: int, seed: int) -> Figure:
-        """The first `count` rows of the train split, each with its two views."""
+    def preview_figure(self, count: int, seed: int) -> Figure | None:
+        """The first `count` rows of the train split, each with its two views (none for 0)."""
+        if count == 0:
+            return None
         images, _ = self.dataset.read(self.job.data.train_split)
         originals = images[:count]
         view1, view2 = self.policy.view_pair(
