@@ -26,8 +26,8 @@ from reprlab.train.sources.base import BatchSource, GenDataset
 
 class TwoViewSource(BatchSource):
     """`view1`, `view2` (float [B, C, S, S]) and `label` per row of `data.train_split`, plus
-        `label_mix`/`mix_weight` when the policy mixes; the global batch is split evenly across
-        workers. Views are a function of the job's seed, the epoch and the rows, and every epoch
+    `label_mix`/`mix_weight` when the policy mixes; the global batch is split evenly across
+    workers. Views are a function of the job's seed, the epoch and the rows, and every epoch
     comes from one Ray Data stream per worker."""
 
     probe_keys = ("view1", "label")
