@@ -145,9 +145,9 @@ def run(
 
     try:
         prepared = prepare(load_job(job_file, overrides or []), resume=resume)
+        summary = run_prepared(prepared, console=console, verbose=verbose)
     except ConfigError as error:
         _fail(str(error))
-    summary = run_prepared(prepared, console=console, verbose=verbose)
     record = summary.record
     table = Table(title=f"evaluation: {record.run_name}")
     table.add_column("metric")

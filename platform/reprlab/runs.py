@@ -98,18 +98,23 @@ def run_to_resume(name: str) -> RunRecord | None:
         return None
 
 
+def _storage_of_mlflow_run(run_id: str) -> Path | None:
+    """The run folder of MLflow run `run_id`, or None when the store has no such run."""
+    name = run_name_of(run_id)
+    return runs_root() / name if name is not None else None
+
+
 def find_trained(source: str) -> tuple[RunRecord, Path]:
     """The run and checkpoint folder meant by `source`: a checkpoint folder, a run folder, a
     run name under runs_root() or an MLflow run id; ValueError (one line) when none fits."""
     path = Path(source).expanduser()
     if (path / STATE_FILE).is_file():
         return RunRecord.load(path.parent), path
-    candidates = [path, runs_root() / source]
-    name = run_name_of(source)
-    if name is not None:
-        candidates.append(runs_root() / name)
-    for storage in candidates:
-        if (storage / RUN_RECORD).is_file():
+    folders = [path, runs_root() / source]
+    if not any((folder / RUN_RECORD).is_file() for folder in folders):
+        folders.append(_storage_of_mlflow_run(source))  # asks the tracking store only now
+    for storage in folders:
+        if storage is not None and (storage / RUN_RECORD).is_file():
             record = RunRecord.load(storage)
             return record, record.latest_checkpoint()
     raise ValueError(

@@ -82,3 +82,14 @@ def test_augment_preview_of_a_bad_job_fails_with_one_line(tmp_path: Path) -> Non
     assert result.exit_code == 2
     assert "data.augment.blur_p: must be <= 1.0, got 2" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_run_without_workers_fails_before_anything_is_recorded() -> None:
+    from reprlab.data.catalog import ingest
+    from reprlab.home import reprlab_home
+
+    ingest("digits")
+    result = runner.invoke(app, ["run", QUICKSTART, "data.dataset=digits", "scaling.num_workers=0"])
+    assert result.exit_code == 2
+    assert "scaling.num_workers: a whole run needs >= 1 Ray Train worker" in result.output
+    assert not (reprlab_home() / "runs").exists() and not (reprlab_home() / "mlflow.db").exists()

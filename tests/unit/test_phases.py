@@ -14,6 +14,7 @@ from reprlab.runs import RunRecord
 from reprlab.train.build import make_method
 from reprlab.train.prepare import prepare
 from reprlab.train.run import evaluate, log_preview, open_record
+from reprlab.train.sources import batch_source
 
 
 def digits_job(**sections):
@@ -103,10 +104,4 @@ def test_an_episodic_job_logs_its_episode_even_without_augmentation_grids(tmp_pa
     assert [a.path for a in artifacts] == ["episodes/train_episode.png"]
     ingest("digits")
     views = prepare(digits_job(tracking={"augment_grid_pairs": 0}))
-    assert views.dataset.name == "digits" and batch_source_preview(views) is None
-
-
-def batch_source_preview(prepared):
-    from reprlab.train.sources import batch_source
-
-    return batch_source(prepared.job, prepared.dataset).preview_figure(0, 0)
+    assert batch_source(views.job, views.dataset).preview_figure(0, 0) is None

@@ -13,7 +13,7 @@ import mlflow
 import ray.train
 from rich.console import Console
 
-from reprlab.config import flatten, to_yaml
+from reprlab.config import ConfigError, flatten, to_yaml
 from reprlab.eval.features import evaluate_encoder
 from reprlab.methods import Method
 from reprlab.runs import RunRecord
@@ -87,7 +87,13 @@ def run_prepared(
     prepared: PreparedRun, *, console: Console | None = None, verbose: bool = False
 ) -> RunSummary:
     """Record, fit, evaluate and record again; the MLflow run ends FINISHED, or FAILED with its
-    last checkpoint kept. With `console`, training shows a live progress display there."""
+    last checkpoint kept. With `console`, training shows a live progress display there.
+    ConfigError, before anything is recorded, for a job a whole run cannot finish."""
+    if prepared.job.scaling.num_workers == 0:
+        raise ConfigError(
+            "scaling.num_workers: a whole run needs >= 1 Ray Train worker (0 runs the loop "
+            "in-process, as tests do, and keeps no checkpoint to evaluate), got 0"
+        )
     record = open_record(prepared)
     job = prepared.job
     with tracked(record.mlflow_run_id, record.tracking_uri):
