@@ -267,6 +267,123 @@ def evaluate(
     console.print(f"logged to MLflow run {run.mlflow_run_id}", highlight=False)
 
 
+@app.command()
+def tune(
+    job_file: Annotated[
+        Path | None, typer.Argument(help="job YAML, e.g. jobs/quickstart.yaml")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="dotted key=value overrides, e.g. optim.epochs=10")
+    ] = None,
+    space: Annotated[
+        Path | None, typer.Option(help="search space YAML, e.g. tune_spaces/mae_mask_ratio.yaml")
+    ] = None,
+    samples: Annotated[int, typer.Option(min=1, help="samples (each grid repeated)")] = 8,
+    scheduler: Annotated[
+        str | None, typer.Option(help="fifo | asha | pbt [default: the space's, else asha]")
+    ] = None,
+    search: Annotated[str, typer.Option(help="random | grid | optuna")] = "random",
+    max_concurrent: Annotated[
+        int | None, typer.Option(min=1, help="trials at once [default: as many as fit]")
+    ] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="per-epoch metric [default: the space's, else the job's]")
+    ] = None,
+    mode: Annotated[str | None, typer.Option(help="max | min")] = None,
+    register: Annotated[
+        str | None, typer.Option(help="register the best encoder under this model name (@best)")
+    ] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="continue the named sweep; finished trials are kept")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="print the resolved space and trial count; start nothing")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option(help="show Ray's own output too (otherwise in the sweep's ray.log)")
+    ] = False,
+) -> None:
+    """Search a job's hyperparameters with Ray Tune: one whole run per trial, one MLflow parent
+    run per sweep with a child per trial."""
+    from reprlab.config import ConfigError
+    from reprlab.tune.run import run_sweep
+    from reprlab.tune.sweep import SweepRecord, SweepSettings, plan_sweep
+
+    try:
+        if resume:
+            resumed = SweepRecord.load(resume)
+            plan = plan_sweep(resumed.settings, name=resumed.name)
+        else:
+            if job_file is None or space is None:
+                _fail("give a job file and --space SPACE.yaml (or --resume NAME)")
+            resumed = None
+            settings = SweepSettings(
+                job_file=str(job_file),
+                space_file=str(space),
+                overrides=tuple(overrides or ()),
+                scheduler=scheduler,
+                search=search,
+                samples=samples,
+                max_concurrent=max_concurrent,
+                metric=metric,
+                mode=mode,
+                register=register,
+            )
+            plan = plan_sweep(settings)
+    except ConfigError as error:
+        _fail(str(error))
+    table = Table(title=f"space {plan.space.name}: {plan.trials} trials, {plan.scheduler}")
+    table.add_column("key")
+    table.add_column("domain")
+    for domain in plan.space.domains:
+        table.add_row(domain.key, domain.describe())
+    console.print(table)
+    console.print(
+        f"metric {plan.metric} ({plan.mode}), {plan.job.optim.epochs} epochs per trial, "
+        f"search {plan.settings.search}",
+        highlight=False,
+    )
+    if dry_run:
+        return
+    summary = run_sweep(plan, console=console, verbose=verbose, resumed=resumed)
+    record = summary.record
+    if summary.best is None:
+        _fail(f"sweep {record.name}: no trial reported {plan.metric}; see its ray.log")
+    best = summary.best
+    values = ", ".join(f"{key}={value}" for key, value in best.values.items())
+    console.print(f"best trial {best.trial_id}: {values}  {plan.metric} {best.metric:.4f}")
+    console.print(
+        f"MLflow parent run {record.parent_run_id} in {record.tracking_uri}", highlight=False
+    )
+    if "registered" in summary.tags:
+        console.print(f"registered the best encoder as {summary.tags['registered']}")
+    console.print(f"reproduce it: {summary.command}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def sweeps() -> None:
+    """List past sweeps: name, job, space, trials done/total, best metric, when."""
+    import time
+
+    from reprlab.tune.sweep import list_sweeps
+
+    table = Table(title="sweeps")
+    for column in ("name", "job", "space", "trials", "best", "started"):
+        table.add_column(column)
+    for record in list_sweeps():
+        best = record.best
+        shown = f"{best['metric']:.4f}" if best else "-"
+        table.add_row(
+            record.name,
+            record.job,
+            record.space,
+            f"{record.finished}/{record.trials}",
+            shown,
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(record.created)),
+        )
+    console.print(table)
+
+
 @app.command("augment-preview")
 def augment_preview(
     job_file: Annotated[Path, typer.Argument(help="job YAML, e.g. jobs/quickstart.yaml")],

@@ -318,17 +318,49 @@ def apply_override(raw: dict, assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"override '{assignment}': expected key=value, e.g. optim.epochs=3")
     key, _, text = assignment.partition("=")
-    parts = key.strip().split(".")
+    try:
+        set_dotted(raw, key.strip(), yaml.safe_load(text) if text.strip() else None)
+    except ConfigError as error:
+        raise ConfigError(f"override '{assignment}': {error}") from None
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """Set `dotted.key` of a raw job dict in place, making missing sections; a numeric segment
+    indexes a list the dict already holds (`data.augment.crop_scale.0`)."""
+    parts = key.split(".")
     if not all(parts):
-        raise ConfigError(f"override '{assignment}': empty key segment")
-    node = raw
-    for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            prefix = ".".join(parts[: depth + 1])
-            raise ConfigError(f"override '{assignment}': {prefix} is a value, not a section")
-        node = child
-    node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+        raise ConfigError("empty key segment")
+    node: Any = raw
+    for depth, part in enumerate(parts):
+        where, last = ".".join(parts[:depth]), depth + 1 == len(parts)
+        if isinstance(node, list):
+            slot: str | int = _list_index(node, part, where)
+        elif isinstance(node, dict):
+            slot = part
+            if not last and part not in node:
+                if parts[depth + 1].isdigit():
+                    whole = ".".join(parts[: depth + 1])
+                    raise ConfigError(
+                        f"{key}: indexes a list the job file does not set; set {whole} whole"
+                    )
+                node[part] = {}
+        else:
+            kind = "list" if part.isdigit() else "section"
+            raise ConfigError(f"{where} is a value, not a {kind}")
+        if last:
+            node[slot] = value
+        else:
+            node = node[slot]
+
+
+def _list_index(items: list, part: str, where: str) -> int:
+    """The position in `items` a key segment names, or ConfigError naming the list's length."""
+    size = len(items)
+    if not part.isdigit() or int(part) >= size:
+        raise ConfigError(
+            f"{where}.{part}: {where} is a list of {size} values; index it 0..{size - 1}"
+        )
+    return int(part)
 
 
 def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobConfig:

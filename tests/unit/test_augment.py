@@ -96,6 +96,26 @@ def test_simclr_strength_sets_the_jitter_and_blur_p_blurs() -> None:
     assert blurred.float().diff(dim=-1).abs().mean() < sharp.float().diff(dim=-1).abs().mean()
 
 
+def test_simclr_rand_augment_is_off_by_default_and_changes_views_when_on() -> None:
+    images = _images(n=32, size=16)
+
+    def views(policy: SimCLRPolicy) -> torch.Tensor:
+        return policy.at_size(16)(images, torch.Generator().manual_seed(3))
+
+    default = SimCLRPolicy(blur_p=0.5)
+    before = default.at_size(16)  # the transform as it was before num_ops existed
+    gen = torch.Generator().manual_seed(3)
+    previous = ops.to_uint8(
+        spatial.random_gaussian_blur(before.jittered_crop(images, gen), before.blur_p, gen)
+    )
+    assert torch.equal(views(default), previous)
+    assert torch.equal(views(SimCLRPolicy(blur_p=0.5, num_ops=0, magnitude=30)), previous)
+    augmented = views(SimCLRPolicy(blur_p=0.5, num_ops=2, magnitude=15))
+    assert augmented.shape == previous.shape and augmented.dtype == torch.uint8
+    changed = (augmented != previous).flatten(1).any(dim=1)
+    assert changed.float().mean() > 0.5
+
+
 def test_byol_blurs_every_first_view_and_solarizes_a_fifth_of_second_views(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

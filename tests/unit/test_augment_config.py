@@ -29,7 +29,7 @@ JITTER = {
 FLIP_TRANSLATE = {"hflip_p": 0.5, "translate": 0.125, "padding_mode": "reflect"}
 # every policy's job keys (besides policy, mixer, mix_alpha) and their defaults, as users have them
 JOB_KEYS = {
-    "simclr": {**CROP, **JITTER, "strength": None, "blur_p": 0.0},
+    "simclr": {**CROP, **JITTER, "strength": None, "blur_p": 0.0, "num_ops": 0, "magnitude": 9},
     "byol": {
         **CROP,
         **JITTER,

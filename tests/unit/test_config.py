@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reprlab.config import ConfigError, JobConfig, flatten, load_job, to_yaml, validate_job
+from reprlab.config import (
+    ConfigError,
+    JobConfig,
+    flatten,
+    load_job,
+    set_dotted,
+    to_yaml,
+    validate_job,
+)
 
 QUICKSTART = Path(__file__).parents[2] / "jobs" / "quickstart.yaml"
 
@@ -69,6 +77,38 @@ def test_malformed_override() -> None:
         load_job(QUICKSTART, ["optim.epochs"])
     with pytest.raises(ConfigError, match="name is a value, not a section"):
         load_job(QUICKSTART, ["name.x=1"])
+
+
+def test_a_numeric_segment_indexes_a_list(tmp_path: Path) -> None:
+    job = load_job(QUICKSTART, ["data.augment.crop_scale.0=0.2", "data.augment.crop_scale.1=0.9"])
+    assert job.data.augment.crop_scale == (0.2, 0.9)
+    betas = _job(tmp_path, "optim:\n  betas: [0.9, 0.999]\n")
+    assert load_job(betas, ["optim.betas.1=0.95"]).optim.betas == (0.9, 0.95)
+    raw = {"a": {"items": [1, 2]}}
+    set_dotted(raw, "a.items.1", 5)
+    assert raw == {"a": {"items": [1, 5]}}
+
+
+@pytest.mark.parametrize(
+    "override,expected",
+    [
+        (
+            "data.augment.crop_scale.2=0.5",
+            "data.augment.crop_scale.2: data.augment.crop_scale is a list of 2 values; "
+            "index it 0..1",
+        ),
+        ("data.augment.crop_scale.first=0.5", "crop_scale is a list of 2 values; index it 0..1"),
+        ("optim.lr.0=1", "optim.lr is a value, not a list"),
+        ("optim.betas.0=0.8", "optim.betas.0: indexes a list the job file does not set; set optim"),
+        ("optim..lr=1", "empty key segment"),
+    ],
+)
+def test_a_bad_list_index_fails_with_one_line(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_job(QUICKSTART, [override])
+    message = str(error.value)
+    assert message.startswith(f"override '{override}': ")
+    assert expected in message and "\n" not in message
 
 
 def test_resolved_config_round_trips_through_yaml_and_flattens() -> None:

@@ -32,14 +32,19 @@ def simclr_jitter(strength: float) -> tuple[float, float, float, float]:
 
 class SimCLRPolicy(JitterPolicy):
     """SimCLR: random resized crop, horizontal flip, colour jitter with probability `jitter_p`,
-    random grayscale, Gaussian blur with probability `blur_p`. A colour `strength` s, when
-    given, sets the four jitter amounts to SimCLR's (0.8s, 0.8s, 0.8s, 0.2s)."""
+    random grayscale, Gaussian blur with probability `blur_p`, then `num_ops` RandAugment ops
+    (off by default; a searchable extra, as in Population Based Augmentation). A colour
+    `strength` s, when given, sets the four jitter amounts to SimCLR's (0.8s, 0.8s, 0.8s, 0.2s)."""
 
     policy: Literal["simclr"] = "simclr"
     strength: float | None = Field(
         None, ge=0, le=1.25, description="sets brightness/contrast/saturation 0.8s, hue 0.2s"
     )
     blur_p: Probability = 0.0
+    num_ops: int = Field(
+        0, ge=0, le=10, description="RandAugment ops after the SimCLR transform; 0 off"
+    )
+    magnitude: int = Field(9, ge=0, le=30, description="RandAugment magnitude bin, 0..30")
 
     @model_validator(mode="after")
     def _strength_sets_jitter(self) -> Self:
@@ -51,7 +56,8 @@ class SimCLRPolicy(JitterPolicy):
 
     def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """uint8 [B,H,W,C] -> one SimCLR view per image, uint8 [B,C,size,size]."""
-        return to_uint8(random_gaussian_blur(self.jittered_crop(images, gen), self.blur_p, gen))
+        x = random_gaussian_blur(self.jittered_crop(images, gen), self.blur_p, gen)
+        return to_uint8(rand_augment(x, self.num_ops, self.magnitude, gen))
 
 
 class BYOLPolicy(JitterPolicy):

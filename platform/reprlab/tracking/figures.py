@@ -54,3 +54,41 @@ def episode_figure(batch: dict[str, torch.Tensor], title: str) -> Figure:
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     return figure
+
+
+def metric_against_values_figure(
+    values: dict[str, list[float]], metric: list[float], metric_name: str, log_keys: set[str]
+) -> Figure:
+    """One scatter per searched key: each trial's `metric` against its value of the key (a log
+    axis for the keys in `log_keys`), the curve a search is run to find."""
+    keys = list(values)
+    figure = Figure(figsize=(4 * len(keys), 3.2))
+    axes = figure.subplots(1, len(keys), squeeze=False)[0]
+    for axis, key in zip(axes, keys, strict=True):
+        pairs = sorted(zip(values[key], metric, strict=True))
+        style = "o-" if len(keys) == 1 else "o"
+        axis.plot([x for x, _ in pairs], [y for _, y in pairs], style, alpha=0.8)
+        if key in log_keys:
+            axis.set_xscale("log")
+        axis.set_xlabel(key)
+        axis.set_ylabel(metric_name)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def learning_curves_figure(
+    curves: dict[str, tuple[list[float], list[float]]], metric: str
+) -> Figure:
+    """Every trial's `metric` over epochs on one plot, labelled by trial."""
+    figure = Figure(figsize=(6.5, 4))
+    axis = figure.subplots()
+    for label, (epochs, values) in curves.items():
+        axis.plot(epochs, values, marker=".", label=label)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel(metric)
+    axis.grid(alpha=0.3)
+    if len(curves) <= 16:
+        axis.legend(fontsize=6)
+    figure.tight_layout()
+    return figure

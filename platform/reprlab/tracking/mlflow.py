@@ -153,12 +153,14 @@ class RankZeroLogger:
         self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
 
 
-def log_encoder(encoder: torch.nn.Module, image_shape: list[int], image_size: int) -> None:
+def log_encoder(
+    encoder: torch.nn.Module, image_shape: list[int], image_size: int
+) -> mlflow.models.model.ModelInfo:
     """Log the trained encoder to the active run as an MLflow PyTorch model (`encoder/`), with
     an input example so it can be loaded and served; requirements are pinned, not inferred."""
     example = torch.zeros(2, image_shape[2], image_size, image_size)
     encoder = encoder.cpu().eval()
-    mlflow.pytorch.log_model(
+    return mlflow.pytorch.log_model(
         encoder,
         name="encoder",
         input_example=example.numpy(),

@@ -4,6 +4,7 @@ into the directory Ray Train persists each epoch."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,7 +44,21 @@ def epoch_to_resume(storage: Path) -> int:
     """The epochs the newest checkpoint of a run folder has finished (0 when it has none): where
     a relaunched or restarted run continues. Ray Train names checkpoints checkpoint_<time>."""
     found = sorted(Path(storage).glob(f"checkpoint_*/{POSITION_FILE}"))
-    return json.loads(found[-1].read_text())["epoch"] if found else 0
+    return checkpoint_epoch(found[-1].parent) if found else 0
+
+
+def checkpoint_epoch(directory: Path) -> int:
+    """The epochs finished by the checkpoint in `directory`."""
+    return json.loads((Path(directory) / POSITION_FILE).read_text())["epoch"]
+
+
+def weights_digest(module: nn.Module) -> str:
+    """A digest of a module's weights and buffers, to show two modules hold the same state."""
+    digest = hashlib.sha256()
+    for key, tensor in module.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_checkpoint(

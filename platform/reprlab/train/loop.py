@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from reprlab.train.build import make_training_module
 from reprlab.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from reprlab.train.monitors import EpochMonitors
 from reprlab.train.optim import make_optimizer, set_lr, warmup_cosine_lr
+from reprlab.train.reporting import TrainReporter
 from reprlab.train.sources import BatchSource
 
 PROGRESS_EVERY = 5
@@ -34,7 +35,8 @@ PROGRESS_EVERY = 5
 class WorkerPlan:
     """Everything a Train worker needs, built on the driver: the job, its batch source and
     monitors, the dataset's channels and classes, and where to log (the MLflow run and the
-    driver's progress board, when there are)."""
+    driver's progress board, when there are); where epochs are reported (Ray Train, or Tune for
+    a single-process trial) and values logged with every epoch (a PBT trial's schedule)."""
 
     job: JobConfig
     source: BatchSource
@@ -44,6 +46,8 @@ class WorkerPlan:
     tracking_uri: str
     run_id: str | None = None
     progress: ray.actor.ActorHandle | None = None
+    reporter: TrainReporter = field(default_factory=TrainReporter)
+    epoch_constants: dict[str, float] = field(default_factory=dict)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -61,10 +65,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     method = module.method
     optimizer = make_optimizer(job, module)
     state = TrainState()
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = plan.reporter.checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_checkpoint(Path(directory), module, optimizer)
+        plan.reporter.restored(module, state.epoch)
     world = world_info()[1]
     if world > 1 and job.model.global_bn:
         global_batch_norm(module, job.scaling.use_gpu)
@@ -117,16 +122,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "train/images_per_s": images / elapsed,
             "train/epoch_time_s": elapsed,
         }
-        metrics |= plan.monitors.metrics(state.epoch, module, device)
+        metrics |= plan.monitors.metrics(state.epoch, module, device) | plan.epoch_constants
         if rank == 0:
             metrics |= source.epoch_metrics()
-        _report(metrics, module, optimizer, state, rank)
+        _report(plan.reporter, metrics, module, optimizer, state, rank)
         logger.log(metrics, step=state.epoch)
         if progress is not None:
             progress.epoch_end.remote(metrics)
 
 
 def _report(
+    reporter: TrainReporter,
     metrics: dict[str, float],
     module: TrainingModule,
     optimizer: torch.optim.Optimizer,
@@ -139,4 +145,4 @@ def _report(
         if rank == 0:
             save_checkpoint(Path(directory), module, optimizer, state)
             checkpoint = ray.train.Checkpoint.from_directory(directory)
-        ray.train.report(metrics, checkpoint=checkpoint)
+        reporter.report(metrics, checkpoint)

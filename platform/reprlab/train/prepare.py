@@ -25,16 +25,21 @@ class PreparedRun:
     resumed: RunRecord | None = None
 
 
-def prepare(job: JobConfig, *, resume: str | None = None) -> PreparedRun:
+def prepare(
+    job: JobConfig, *, resume: str | None = None, run_name: str | None = None
+) -> PreparedRun:
     """Open and verify the dataset (every shard hashed once), check the job against its
-    manifest, and name the run: a new timestamped one, or `resume`. ConfigError otherwise."""
+    manifest, and name the run: a new timestamped one, `resume`, or `run_name` (a Tune trial's
+    fixed name, continued when its folder already holds a record). ConfigError otherwise."""
+    if run_name is not None and (runs_root() / run_name).is_dir():
+        resume = run_name
     resumed = run_to_resume(resume) if resume else None
     try:
         dataset = DatasetHandle.open(job.data.dataset)
     except ValueError as error:
         raise ConfigError(f"data.dataset: {error}") from None
     check_job_fits_dataset(job, dataset)
-    run_name = resume or f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_name = resume or run_name or f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return PreparedRun(job, dataset, run_name, runs_root() / run_name, resumed)
 
 

@@ -34,9 +34,10 @@ class RunSummary:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def open_record(prepared: PreparedRun) -> RunRecord:
+def open_record(prepared: PreparedRun, tags: dict[str, str] | None = None) -> RunRecord:
     """Start the record phase: open the run's MLflow run (reopen it when resuming) with the
-    resolved config, provenance and tags, and write the run record into the run's folder."""
+    resolved config, provenance and tags (plus `tags`, e.g. a sweep trial's parent run), and
+    write the run record into the run's folder."""
     job = prepared.job
     uri = tracking_uri(job.tracking.tracking_uri)
     run_id = start_run(
@@ -44,7 +45,7 @@ def open_record(prepared: PreparedRun) -> RunRecord:
         prepared.run_name,
         params=flatten(job),
         config_yaml=to_yaml(job),
-        tags={"reprlab.job": job.name, "reprlab.method": job.method},
+        tags={"reprlab.job": job.name, "reprlab.method": job.method, **(tags or {})},
         uri=uri,
         run_id=prepared.resumed.mlflow_run_id if prepared.resumed else None,
     )

@@ -34,6 +34,12 @@ def ensure_ray() -> None:
             address=os.environ.get("RAY_ADDRESS"),
             runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
         )
+    quiet_ray_data()
+
+
+def quiet_ray_data() -> None:
+    """No Ray Data progress bars or plan lines from this process's datasets (a driver, or a
+    Tune trial that starts a Train run)."""
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False  # one plan line per dataset per epoch otherwise

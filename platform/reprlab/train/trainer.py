@@ -3,6 +3,8 @@ workers and CPU budget from `scaling`, checkpoints under the run's folder), fitt
 
 from __future__ import annotations
 
+from functools import partial
+
 import ray
 import ray.train
 from ray.train.torch import TorchTrainer
@@ -11,6 +13,7 @@ from reprlab.data.pipeline import ingest_options
 from reprlab.train.loop import WorkerPlan, train_loop_per_worker
 from reprlab.train.monitors import EpochMonitors
 from reprlab.train.prepare import PreparedRun
+from reprlab.train.reporting import TrainReporter
 from reprlab.train.sources import batch_source
 from reprlab.train.sources.base import GenDataset
 
@@ -52,14 +55,19 @@ def fit(
     run_id: str | None = None,
     progress: ray.actor.ActorHandle | None = None,
     callbacks: list[ray.train.UserCallback] | None = None,
+    reporter: TrainReporter | None = None,
+    epoch_constants: dict[str, float] | None = None,
 ) -> ray.train.Result:
     """Train the prepared job on the running Ray (metrics to MLflow run `run_id` when given,
-    progress to the `progress` board); the batch source's helpers are released afterwards."""
+    progress to the `progress` board, epochs to `reporter`: Ray Train's by default, with
+    `epoch_constants` added to each); the batch source's helpers are released afterwards."""
+    reporter = reporter or TrainReporter()
     job, dataset = prepared.job, prepared.dataset
     source = batch_source(job, dataset)
     monitors = EpochMonitors(job, dataset)
     try:
-        datasets = source.ray_datasets(prepared.storage) | monitors.ray_datasets()
+        first_epoch = partial(reporter.first_epoch, prepared.storage)
+        datasets = source.ray_datasets(first_epoch) | monitors.ray_datasets()
         plan = WorkerPlan(
             job=job,
             source=source,
@@ -69,6 +77,8 @@ def fit(
             tracking_uri=tracking_uri,
             run_id=run_id,
             progress=progress,
+            reporter=reporter,
+            epoch_constants=epoch_constants or {},
         )
         return build_trainer(prepared, plan, datasets, callbacks).fit()
     finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import ClassVar
 
 import ray
@@ -35,10 +34,10 @@ class BatchSource(ABC):
         self.job = job
         self.dataset = dataset
 
-    def ray_datasets(self, storage: Path) -> dict[str, GenDataset]:
+    def ray_datasets(self, first_epoch: Callable[[], int]) -> dict[str, GenDataset]:
         """On the driver, with Ray up: the datasets the trainer hands to the workers, or
         factories Ray Train calls each time it starts the worker group (a stream that depends
-        on where training resumes reads that from the run folder `storage`)."""
+        on where training resumes asks `first_epoch` then)."""
         return {}
 
     def close(self) -> None:  # noqa: B027 - most sources start nothing to release

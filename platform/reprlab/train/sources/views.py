@@ -3,10 +3,9 @@ batches of every joint-embedding, pretext and supervised method."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import islice
-from pathlib import Path
 
 import ray
 import ray.train
@@ -20,7 +19,6 @@ from reprlab.data.handle import DatasetHandle
 from reprlab.data.pipeline import RowCounter, view_dataset
 from reprlab.distributed import world_info
 from reprlab.tracking.figures import view_pairs_figure
-from reprlab.train.checkpoint import epoch_to_resume
 from reprlab.train.sources.base import BatchSource, GenDataset
 
 
@@ -42,11 +40,11 @@ class TwoViewSource(BatchSource):
     def policy(self) -> ViewPolicy:
         return self.job.data.augment.at_size(self.job.data.image_size)
 
-    def ray_datasets(self, storage: Path) -> dict[str, GenDataset]:
+    def ray_datasets(self, first_epoch: Callable[[], int]) -> dict[str, GenDataset]:
         self.counter = RowCounter.remote()
-        return {"train": partial(self.view_stream, storage)}
+        return {"train": partial(self.view_stream, first_epoch)}
 
-    def view_stream(self, storage: Path) -> ray.data.Dataset:
+    def view_stream(self, first_epoch: Callable[[], int]) -> ray.data.Dataset:
         """The views of every epoch from the one training resumes at to the last, one stream."""
         data = self.job.data
         return view_dataset(
@@ -54,7 +52,7 @@ class TwoViewSource(BatchSource):
             data.train_split,
             self.policy,
             seed=self.job.seed,
-            epochs=range(epoch_to_resume(storage), self.job.optim.epochs),
+            epochs=range(first_epoch(), self.job.optim.epochs),
             counter=self.counter,
             map_batch_size=data.map_batch_size,
             cache=data.cache,

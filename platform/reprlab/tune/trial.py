@@ -1,0 +1,139 @@
+"""One sweep trial, run inside a Tune trial actor: a whole platform run (prepare, record, fit,
+evaluate) of the sweep's job with the trial's values, recorded as a child of the sweep's MLflow
+run. Distributed trials fit a TorchTrainer whose epochs reach Tune through
+TuneReportCallback; single-process trials (PBT) run the same worker loop in-process and report
+to Tune themselves, with the checkpoints PBT exploits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import ray.tune
+import torch
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from reprlab.config import JobConfig
+from reprlab.methods import Method
+from reprlab.runs import RunRecord
+from reprlab.tracking.mlflow import tracked
+from reprlab.train.build import load_trained_method
+from reprlab.train.checkpoint import checkpoint_epoch, weights_digest
+from reprlab.train.prepare import PreparedRun, prepare
+from reprlab.train.reporting import TrainReporter
+from reprlab.train.run import evaluate, open_record, trained_method
+from reprlab.train.session import quiet_ray_data
+from reprlab.train.trainer import fit
+from reprlab.tune.spaces import trial_job
+
+RESTORES_FILE = "restores.jsonl"
+"""In a single-process trial's run folder: one line per checkpoint it restored (epoch and
+weights digest), the trace of PBT's exploits."""
+LAST_CHECKPOINT = "checkpoint_last"
+"""A single-process trial's newest checkpoint in its run folder (named as RunRecord looks)."""
+SCHEDULE_PREFIX = "schedule/"
+"""Metric prefix of a single-process trial's current values, logged every epoch: the schedule
+PBT made it follow."""
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """What every trial of a sweep shares: the sweep's job (values not yet applied), its name,
+    its parent MLflow run, and whether trials run in one process (PBT)."""
+
+    job: JobConfig
+    sweep_name: str
+    parent_run_id: str
+    single_process: bool
+
+
+def trial_run_name(sweep_name: str, trial_id: str) -> str:
+    """The run name (and run folder) of a sweep's trial; fixed, so a restarted trial continues
+    its own run and MLflow keeps one child run per trial."""
+    return f"{sweep_name}-{trial_id}"
+
+
+class TuneReporter(TrainReporter):
+    """A single-process trial's epochs go straight to Tune, each with its checkpoint (kept in
+    the trial's folder, where PBT finds a donor's; the newest also in the run folder, where
+    evaluation finds it); it starts from the checkpoint Tune hands it, the donor's after an
+    exploit, and records each restore in the run folder."""
+
+    def __init__(self, storage: Path) -> None:
+        self.storage = storage
+
+    def checkpoint(self) -> ray.tune.Checkpoint | None:
+        return ray.tune.get_checkpoint()
+
+    def report(self, metrics: dict[str, float], checkpoint: ray.tune.Checkpoint | None) -> None:
+        if checkpoint is not None:
+            shutil.copytree(checkpoint.path, self.storage / LAST_CHECKPOINT, dirs_exist_ok=True)
+        ray.tune.report(metrics, checkpoint=checkpoint)
+
+    def restored(self, module: torch.nn.Module, epoch: int) -> None:
+        line = {"epoch": epoch, "weights": weights_digest(module)}
+        with (self.storage / RESTORES_FILE).open("a") as trace:
+            trace.write(json.dumps(line) + "\n")
+
+    def first_epoch(self, storage: Path) -> int:
+        checkpoint = ray.tune.get_checkpoint()
+        if checkpoint is None:
+            return 0
+        with checkpoint.as_directory() as directory:
+            return checkpoint_epoch(Path(directory))
+
+
+def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
+    """The Tune trainable of every sweep: the job with `config`'s values applied (dotted keys),
+    trained, evaluated and recorded; a stopped trial's run is closed by the driver."""
+    quiet_ray_data()
+    prepared, record = _open_trial(config, plan)
+    with tracked(record.mlflow_run_id, record.tracking_uri):
+        with mlflow.start_run(run_id=record.mlflow_run_id):
+            if plan.single_process:
+                method = _fit_in_process(prepared, record, config)
+            else:
+                result = fit(
+                    prepared,
+                    tracking_uri=record.tracking_uri,
+                    run_id=record.mlflow_run_id,
+                    callbacks=[TuneReportCallback()],
+                )
+                method = trained_method(record, result)
+            mlflow.log_metrics(evaluate(prepared, method))
+
+
+def _open_trial(config: dict[str, Any], plan: TrialPlan) -> tuple[PreparedRun, RunRecord]:
+    trial_id = ray.tune.get_context().get_trial_id()
+    job = trial_job(plan.job, config)
+    if plan.single_process:
+        job = job.model_copy(update={"scaling": job.scaling.model_copy(update={"num_workers": 0})})
+    prepared = prepare(job, run_name=trial_run_name(plan.sweep_name, trial_id))
+    tags = {
+        "mlflow.parentRunId": plan.parent_run_id,
+        "reprlab.sweep": plan.sweep_name,
+        "reprlab.trial_id": trial_id,
+    }
+    return prepared, open_record(prepared, tags)
+
+
+def _fit_in_process(prepared: PreparedRun, record: RunRecord, config: dict[str, Any]) -> Method:
+    """Fit with the loop in this process (Ray Train's local mode), epochs reported to Tune;
+    the method with the weights of the last checkpoint Tune kept."""
+    schedule = {
+        f"{SCHEDULE_PREFIX}{key}": float(value)
+        for key, value in config.items()
+        if isinstance(value, int | float)
+    }
+    fit(
+        prepared,
+        tracking_uri=record.tracking_uri,
+        run_id=record.mlflow_run_id,
+        reporter=TuneReporter(record.storage),
+        epoch_constants=schedule,
+    )
+    return load_trained_method(record, record.storage / LAST_CHECKPOINT)
