@@ -306,7 +306,7 @@ def tune(
     """Search a job's hyperparameters with Ray Tune: one whole run per trial, one MLflow parent
     run per sweep with a child per trial."""
     from reprlab.config import ConfigError
-    from reprlab.tune.run import run_sweep
+    from reprlab.tune.run import SweepInterrupted, run_sweep
     from reprlab.tune.sweep import SweepRecord, SweepSettings, plan_sweep
 
     try:
@@ -345,7 +345,11 @@ def tune(
     )
     if dry_run:
         return
-    summary = run_sweep(plan, console=console, verbose=verbose, resumed=resumed)
+    try:
+        summary = run_sweep(plan, console=console, verbose=verbose, resumed=resumed)
+    except SweepInterrupted as interrupted:
+        console.print(str(interrupted), highlight=False)
+        raise typer.Exit(code=130) from None
     record = summary.record
     if summary.best is None:
         _fail(f"sweep {record.name}: no trial reported {plan.metric}; see its ray.log")

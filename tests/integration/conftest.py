@@ -31,7 +31,9 @@ def ray_processes_since(started: float, session_name: str) -> list[str]:
 @pytest.fixture(scope="package")
 def ray_cluster():
     started = time.time() - 1
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+    # the dashboard serves the State API, which Ray Train inside a Tune trial needs to free the
+    # workers of a trial the scheduler stopped
+    ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
     ray.data.DataContext.get_current().enable_progress_bars = False
     session_name = ray._private.worker._global_node.session_name
     yield

@@ -52,10 +52,10 @@ def checkpoint_epoch(directory: Path) -> int:
     return json.loads((Path(directory) / POSITION_FILE).read_text())["epoch"]
 
 
-def weights_digest(module: nn.Module) -> str:
-    """A digest of a module's weights and buffers, to show two modules hold the same state."""
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """A digest of a state dict (weights and buffers), to show two modules hold the same state."""
     digest = hashlib.sha256()
-    for key, tensor in module.state_dict().items():
+    for key, tensor in state.items():
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()

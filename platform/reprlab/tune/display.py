@@ -42,6 +42,11 @@ class SweepBoard(ray.tune.Callback):
         for trial in trials:
             self._update(trial)
 
+    def unfinished(self) -> list[str]:
+        """Trials that are neither finished, stopped early nor failed: an interrupted sweep."""
+        done = ("finished", "stopped early", "failed")
+        return [trial for trial, row in self.rows.items() if row["state"] not in done]
+
     def table(self) -> Table:
         """The current table, the best trial's metric in bold."""
         table = Table(title=f"sweep: {self.metric} ({self.mode})", title_justify="left")

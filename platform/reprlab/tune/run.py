@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.live import Live
 
 from reprlab.config import flatten, to_yaml
+from reprlab.runs import LOG_FILE
 from reprlab.tracking.mlflow import start_run, tracked, tracking_uri
 from reprlab.train.session import RaySession
 from reprlab.tune.display import SweepBoard
@@ -23,7 +24,18 @@ from reprlab.tune.results import (
     reproduce_command,
     trial_outcomes,
 )
-from reprlab.tune.sweep import SweepPlan, SweepRecord, TrialCloser, build_tuner, trial_budget
+from reprlab.tune.sweep import (
+    SweepPlan,
+    SweepRecord,
+    TrialCloser,
+    build_tuner,
+    close_interrupted,
+    trial_budget,
+)
+
+
+class SweepInterrupted(RuntimeError):
+    """The driver stopped (Ctrl-C) before every trial ended; the sweep can be resumed."""
 
 
 @dataclass(frozen=True)
@@ -93,21 +105,27 @@ def run_sweep(
     record = open_sweep(plan, resumed)
     board = SweepBoard(plan.space.keys, plan.metric, plan.mode, plan.job.optim.epochs)
     callbacks = [TrialCloser(plan.name), board]
+    session = RaySession(plan.folder / LOG_FILE, verbose)
     with tracked(record.parent_run_id, record.tracking_uri):
-        with mlflow.start_run(run_id=record.parent_run_id):
-            with RaySession(plan.folder / "ray.log", verbose):
-                tuner = build_tuner(plan, record.parent_run_id, callbacks, resumed is not None)
-                if console is not None:
-                    budget = ", ".join(f"{k} {v:g}" for k, v in trial_budget(plan).items() if v)
-                    console.print(
-                        f"sweep {plan.name}: {plan.trials} trials, each holding {budget} "
-                        f"(cluster: {ray.cluster_resources().get('CPU', 0):g} CPU)",
-                        highlight=False,
-                    )
-                    with Live(get_renderable=board.table, console=console, refresh_per_second=2):
-                        results = tuner.fit()
-                else:
+        with mlflow.start_run(run_id=record.parent_run_id), session:
+            tuner = build_tuner(plan, record.parent_run_id, callbacks, resumed is not None)
+            if console is not None:
+                budget = ", ".join(f"{k} {v:g}" for k, v in trial_budget(plan).items() if v)
+                console.print(
+                    f"sweep {plan.name}: {plan.trials} trials, each holding {budget} "
+                    f"(cluster: {ray.cluster_resources().get('CPU', 0):g} CPU)",
+                    highlight=False,
+                )
+                with Live(get_renderable=board.table, console=console, refresh_per_second=2):
                     results = tuner.fit()
+            else:
+                results = tuner.fit()
+            if unfinished := board.unfinished():
+                close_interrupted(plan.name, unfinished)
+                raise SweepInterrupted(
+                    f"sweep {plan.name} interrupted with {len(unfinished)} trial(s) unfinished; "
+                    f"continue it: reprlab tune --resume {plan.name}"
+                )
             outcomes = trial_outcomes(plan, results)
             best = best_outcome(plan, outcomes)
             tags = log_sweep_results(plan, outcomes, best, plan.settings.register)

@@ -13,6 +13,7 @@ from typing import Any
 
 import ray
 import ray.tune
+from mlflow.tracking import MlflowClient
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
@@ -20,7 +21,7 @@ from ray.tune.search.optuna import OptunaSearch
 from reprlab.config import ConfigError, JobConfig, load_job
 from reprlab.home import reprlab_home
 from reprlab.runs import RunRecord, runs_root
-from reprlab.tracking.mlflow import end_run
+from reprlab.tracking.mlflow import end_run, tracking_uri
 from reprlab.tune.spaces import SearchSpace, load_space
 from reprlab.tune.trial import TrialPlan, run_trial, trial_run_name
 
@@ -241,7 +242,10 @@ def trainable_of(plan: SweepPlan, parent_run_id: str) -> Any:
     """The Tune trainable with its shared plan and its resources: no CPU for the trial actor of
     a distributed trial (its Train workers hold the CPUs; Tune refuses an empty request, so it
     asks for a little memory), one worker's for a single-process one."""
-    trial_plan = TrialPlan(plan.job, plan.name, parent_run_id, plan.single_process)
+    job = plan.job
+    uri = tracking_uri(job.tracking.tracking_uri)
+    job = job.model_copy(update={"tracking": job.tracking.model_copy(update={"tracking_uri": uri})})
+    trial_plan = TrialPlan(job, plan.name, parent_run_id, plan.single_process, reprlab_home())
     trainable = ray.tune.with_parameters(run_trial, plan=trial_plan)
     scaling = plan.job.scaling
     if not plan.single_process:
@@ -307,14 +311,23 @@ class TrialCloser(ray.tune.Callback):
         record = trial_record(self.sweep_name, trial_id)
         if record is None:
             return
-        from mlflow.tracking import MlflowClient
-
         client = MlflowClient(record.tracking_uri)
         if client.get_run(record.mlflow_run_id).info.status != "RUNNING":
             return
         if not failed:
             client.set_tag(record.mlflow_run_id, "stopped_early", "true")
         end_run(record.mlflow_run_id, record.tracking_uri, failed=failed)
+
+
+def close_interrupted(sweep_name: str, trial_ids: list[str]) -> None:
+    """End the MLflow runs of trials an interrupted driver left running as KILLED (a resumed
+    sweep reopens them)."""
+    for trial_id in trial_ids:
+        record = trial_record(sweep_name, trial_id)
+        if record is not None:
+            client = MlflowClient(record.tracking_uri)
+            if client.get_run(record.mlflow_run_id).info.status == "RUNNING":
+                client.set_terminated(record.mlflow_run_id, status="KILLED")
 
 
 def trial_record(sweep_name: str, trial_id: str) -> RunRecord | None:

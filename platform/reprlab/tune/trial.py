@@ -7,6 +7,7 @@ to Tune themselves, with the checkpoints PBT exploits."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from reprlab.config import JobConfig
+from reprlab.home import HOME_VARIABLE
 from reprlab.methods import Method
 from reprlab.runs import RunRecord
 from reprlab.tracking.mlflow import tracked
@@ -42,13 +44,15 @@ PBT made it follow."""
 
 @dataclass(frozen=True)
 class TrialPlan:
-    """What every trial of a sweep shares: the sweep's job (values not yet applied), its name,
-    its parent MLflow run, and whether trials run in one process (PBT)."""
+    """What every trial of a sweep shares: the sweep's job (values not yet applied, its
+    tracking URI resolved on the driver), its name, its parent MLflow run, whether trials run
+    in one process (PBT), and the driver's $REPRLAB_HOME (datasets and run folders)."""
 
     job: JobConfig
     sweep_name: str
     parent_run_id: str
     single_process: bool
+    home: Path
 
 
 def trial_run_name(sweep_name: str, trial_id: str) -> str:
@@ -75,7 +79,7 @@ class TuneReporter(TrainReporter):
         ray.tune.report(metrics, checkpoint=checkpoint)
 
     def restored(self, module: torch.nn.Module, epoch: int) -> None:
-        line = {"epoch": epoch, "weights": weights_digest(module)}
+        line = {"epoch": epoch, "weights": weights_digest(module.state_dict())}
         with (self.storage / RESTORES_FILE).open("a") as trace:
             trace.write(json.dumps(line) + "\n")
 
@@ -91,6 +95,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     """The Tune trainable of every sweep: the job with `config`'s values applied (dotted keys),
     trained, evaluated and recorded; a stopped trial's run is closed by the driver."""
     quiet_ray_data()
+    os.environ[HOME_VARIABLE] = str(plan.home)  # a trial actor serves this one trial
     prepared, record = _open_trial(config, plan)
     with tracked(record.mlflow_run_id, record.tracking_uri):
         with mlflow.start_run(run_id=record.mlflow_run_id):

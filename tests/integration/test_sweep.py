@@ -1,0 +1,214 @@
+"""Real sweeps on the real local Ray and a real MLflow store, on the small digits set: ASHA over a
+grid (parent and child runs, early stops, plots, the best encoder registered), PBT whose
+exploits really copy the donor's weights, and a driver killed mid-sweep then resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from reprlab.data.catalog import ingest
+from reprlab.runs import STATE_FILE, runs_root
+from reprlab.train.checkpoint import POSITION_FILE, weights_digest
+from reprlab.tune.run import run_sweep
+from reprlab.tune.sweep import SweepRecord, SweepSettings, plan_sweep, sweeps_root
+from reprlab.tune.trial import RESTORES_FILE, SCHEDULE_PREFIX, trial_run_name
+
+pytestmark = pytest.mark.integration
+
+JOB = """
+name: tune_itest
+method: simclr
+data: {dataset: digits, image_size: 16, batch_size: 64, data_cpus: 0.5}
+model: {backbone: conv4, width: 8}
+optim: {epochs: 3, warmup_epochs: 0}
+scaling: {num_workers: 1, cpus_per_worker: 0.5}
+eval: {linear_probe: true, knn: false, online_linear_lr: 0.1}
+tracking: {experiment: tune_itest, augment_grid_pairs: 0}
+"""
+
+
+def write(folder: Path, name: str, text: str) -> str:
+    path = folder / name
+    path.write_text(text)
+    return str(path)
+
+
+def children(client: MlflowClient, parent_run_id: str) -> list:
+    parent = client.get_run(parent_run_id)
+    return client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'"
+    )
+
+
+def test_asha_sweep_records_a_parent_with_one_child_per_trial(ray_cluster, tmp_path) -> None:
+    ingest("digits")
+    # train/lr after epoch 1 grows with optim.lr: a metric whose ranking is known in advance,
+    # so ASHA's decisions are too (the smallest lr reaches the first rung below the cutoff)
+    space = write(
+        tmp_path,
+        "lr.yaml",
+        "description: learning rates\nmetric: train/lr\nmode: max\n"
+        "params:\n  optim.lr: {grid: [0.004, 0.001, 0.002, 0.0005, 0.003, 0.0001]}\n",
+    )
+    settings = SweepSettings(
+        job_file=write(tmp_path, "job.yaml", JOB),
+        space_file=space,
+        search="grid",
+        samples=1,
+        register="tune_itest_encoder",
+    )
+    plan = plan_sweep(settings)
+    summary = run_sweep(plan)
+
+    client = MlflowClient(summary.record.tracking_uri)
+    parent = client.get_run(summary.record.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    runs = children(client, parent.info.run_id)
+    assert len(runs) == 6
+    assert sorted(float(run.data.params["optim.lr"]) for run in runs) == sorted(
+        [0.004, 0.001, 0.002, 0.0005, 0.003, 0.0001]
+    )
+    stopped = 0
+    for run in runs:
+        assert run.info.status == "FINISHED", run.info.run_name
+        history = client.get_metric_history(run.info.run_id, "train/lr")
+        epochs = len(history)
+        assert epochs >= 1
+        if epochs < plan.job.optim.epochs:
+            stopped += 1
+            assert run.data.tags.get("stopped_early") == "true"
+        else:
+            assert "stopped_early" not in run.data.tags
+            assert run.data.metrics["eval/linear_probe_acc"] > 0.2  # the trial's own evaluation
+    assert stopped >= 1
+    assert parent.data.params["best.optim.lr"] == "0.004"
+    assert parent.data.metrics["best/train/lr"] == pytest.approx(summary.best.metric)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
+    assert {
+        "sweep/results.csv",
+        "sweep/curves.png",
+        "sweep/metric_against_values.png",
+        "sweep/lr.yaml",
+    } <= artifacts
+    version = client.get_model_version_by_alias("tune_itest_encoder", "best")
+    assert version.version == "1"
+    assert summary.command.endswith("optim.lr=0.004")
+    assert SweepRecord.load(plan.name).finished == 6
+
+
+def test_pbt_exploit_copies_the_donors_weights(ray_cluster, tmp_path) -> None:
+    ingest("digits")
+    space = write(
+        tmp_path,
+        "pbt.yaml",
+        "description: temperature by PBT\nscheduler: pbt\n"
+        "pbt: {perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.5}\n"
+        "params:\n  method_args.temperature: {uniform: [0.05, 1.0]}\n",
+    )
+    job = write(tmp_path, "job.yaml", JOB.replace("epochs: 3", "epochs: 4"))
+    plan = plan_sweep(SweepSettings(job_file=job, space_file=space, samples=2))
+    summary = run_sweep(plan)
+
+    trial_ids = [outcome.trial_id for outcome in summary.outcomes]
+    checkpoints = {}  # (trial, epoch) -> digest of that checkpoint's weights
+    for trial_id in trial_ids:
+        for state in (sweeps_root() / plan.name).glob(f"*{trial_id}*/checkpoint_*/{STATE_FILE}"):
+            epoch = json.loads((state.parent / POSITION_FILE).read_text())["epoch"]
+            module = torch.load(state, weights_only=True)["module"]
+            checkpoints[trial_id, epoch] = weights_digest(module)
+    restores = []
+    for trial_id in trial_ids:
+        trace = runs_root() / trial_run_name(plan.name, trial_id) / RESTORES_FILE
+        if trace.is_file():
+            restores += [(trial_id, json.loads(line)) for line in trace.read_text().splitlines()]
+    assert restores, "PBT never exploited: no trial restored a checkpoint"
+    for target, restore in restores:
+        donors = [
+            trial
+            for (trial, epoch), digest in checkpoints.items()
+            if epoch == restore["epoch"] and digest == restore["weights"]
+        ]
+        assert donors and target not in donors, (target, restore, checkpoints)
+
+    client = MlflowClient(summary.record.tracking_uri)
+    for run in children(client, summary.record.parent_run_id):
+        assert run.info.status == "FINISHED"
+        key = f"{SCHEDULE_PREFIX}method_args.temperature"
+        schedule = client.get_metric_history(run.info.run_id, key)
+        assert len({m.step for m in schedule}) == plan.job.optim.epochs
+
+
+def outlived(processes: list[psutil.Process], grace_s: float = 20.0) -> list[str]:
+    """Those of `processes` still alive after `grace_s` seconds."""
+    deadline = time.monotonic() + grace_s
+    alive = processes
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    return [f"{p.pid} {' '.join(p.cmdline())[:80]}" for p in alive]
+
+
+def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path) -> None:
+    ingest("digits")
+    space = write(
+        tmp_path,
+        "tau.yaml",
+        "description: temperatures\nparams:\n  method_args.temperature: {grid: [0.1, 0.3, 0.6]}\n",
+    )
+    job = write(tmp_path, "job.yaml", JOB.replace("epochs: 3", "epochs: 2"))
+    command = [sys.executable, "-m", "reprlab.cli", "tune", job, "--space", space]
+    command += ["--search", "grid", "--scheduler", "fifo", "--max-concurrent", "1"]
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    driver = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 300
+    record = first = None
+    while time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(2)
+        records = list(sweeps_root().glob("*/reprlab_sweep.json"))
+        if not records:
+            continue
+        record = SweepRecord.load(records[0].parent.name)
+        client = MlflowClient(record.tracking_uri)
+        runs = children(client, record.parent_run_id)
+        done = [run for run in runs if run.info.status == "FINISHED"]
+        if done and len(runs) >= 2:
+            first = done[0]
+            break
+    assert first is not None, f"the first trial never finished: {driver.stderr.read()[-2000:]}"
+    started_by_driver = psutil.Process(driver.pid).children(recursive=True)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert not outlived(started_by_driver), "Ray outlived its killed driver"
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "reprlab.cli", "tune", "--resume", record.name],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "reproduce it: reprlab run" in resumed.stdout
+
+    client = MlflowClient(record.tracking_uri)
+    runs = children(client, record.parent_run_id)
+    assert len(runs) == 3  # exactly one child run per trial, across both drivers
+    assert {run.data.params["method_args.temperature"] for run in runs} == {"0.1", "0.3", "0.6"}
+    assert all(run.info.status == "FINISHED" for run in runs)
+    finished_before = client.get_metric_history(first.info.run_id, "train/loss")
+    assert len(finished_before) == 2  # its two epochs, logged once: the trial was not rerun
+    assert client.get_run(record.parent_run_id).info.status == "FINISHED"
+    assert SweepRecord.load(record.name).finished == 3
