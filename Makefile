@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test unit integration bench zoo lint clean
+.PHONY: setup run test unit integration bench bench-tune zoo lint clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ integration: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/data_pipeline.py
 	$(BIN)/python benchmarks/train_overhead.py
+
+# ASHA against a full grid of 12 SimCLR temperatures, in epochs (~30 minutes on 2 cores).
+bench-tune: $(STAMP)
+	$(BIN)/python benchmarks/tune_efficiency.py
 
 # Every method's mnist5k job end to end (~1 hour on 2 cores); rewrites the README's zoo table.
 zoo: $(STAMP)

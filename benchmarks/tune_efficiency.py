@@ -36,6 +36,9 @@ def grid_space(configs: int, folder: Path) -> Path:
     domain = next(d for d in load_space(SPACE, load_job(JOB)).domains if d.key == KEY)
     low, high = domain.args[0], domain.args[1]
     values = [round(float(v), 4) for v in np.geomspace(low, high, configs)]
+    # Tune runs a grid in the order given; an ascending order would hand asynchronous ASHA a
+    # rising metric (every early trial beats the ones before it), a fixed shuffle does not
+    values = [values[i] for i in np.random.default_rng(0).permutation(configs)]
     path = folder / "temperature_grid.yaml"
     text = {
         "description": f"{configs} temperatures log-spaced over {SPACE.name}'s bounds",

@@ -371,10 +371,13 @@ def sweeps() -> None:
 
     from reprlab.tune.sweep import list_sweeps
 
+    records = list_sweeps()
     table = Table(title="sweeps")
-    for column in ("name", "job", "space", "trials", "best", "started"):
+    longest = max((len(record.name) for record in records), default=4)
+    table.add_column("name", no_wrap=True, min_width=longest)  # whole: --resume takes it
+    for column in ("job", "space", "trials", "best", "started"):
         table.add_column(column)
-    for record in list_sweeps():
+    for record in records:
         best = record.best
         shown = f"{best['metric']:.4f}" if best else "-"
         table.add_row(

@@ -4,6 +4,7 @@ exploits really copy the donor's weights, and a driver killed mid-sweep then res
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -155,8 +156,15 @@ def outlived(processes: list[psutil.Process], grace_s: float = 20.0) -> list[str
     alive = processes
     while alive and time.monotonic() < deadline:
         time.sleep(0.5)
-        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    return [f"{p.pid} {' '.join(p.cmdline())[:80]}" for p in alive]
+        alive = [p for p in alive if _alive(p)]
+    return [f"{p.pid} {p.name()}" for p in alive if _alive(p)]
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path) -> None:
@@ -169,7 +177,7 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path) -> N
     job = write(tmp_path, "job.yaml", JOB.replace("epochs: 3", "epochs: 2"))
     command = [sys.executable, "-m", "reprlab.cli", "tune", job, "--space", space]
     command += ["--search", "grid", "--scheduler", "fifo", "--max-concurrent", "1"]
-    env = {**os.environ, "RAY_ADDRESS": ""}
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}  # own Ray
     driver = subprocess.Popen(
         command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -189,9 +197,12 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path) -> N
             break
     assert first is not None, f"the first trial never finished: {driver.stderr.read()[-2000:]}"
     started_by_driver = psutil.Process(driver.pid).children(recursive=True)
-    os.killpg(driver.pid, signal.SIGKILL)
+    os.kill(driver.pid, signal.SIGKILL)  # the driver alone, as `kill -9` or a lost terminal
     driver.wait()
-    assert not outlived(started_by_driver), "Ray outlived its killed driver"
+    left = outlived(started_by_driver)
+    with contextlib.suppress(ProcessLookupError):  # what outlived it must not outlive the test
+        os.killpg(driver.pid, signal.SIGKILL)
+    assert not left, f"Ray outlived its killed driver: {left}"
 
     resumed = subprocess.run(
         [sys.executable, "-m", "reprlab.cli", "tune", "--resume", record.name],

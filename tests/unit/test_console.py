@@ -11,8 +11,8 @@ WARN = "/x/distributed.py:24: FutureWarning: all_gather is deprecated"
 ERROR = "2026-11-29 02:26:46 ERROR worker.py:1 -- Traceback (most recent call last):"
 
 
-def _route(tmp_path, capsys, verbose: bool) -> tuple[str, str]:
-    session = RaySession(tmp_path / "ray.log", verbose=verbose)
+def _route(tmp_path, capsys, verbose: bool, worker_warnings: bool = True) -> tuple[str, str]:
+    session = RaySession(tmp_path / "ray.log", verbose=verbose, worker_warnings=worker_warnings)
     session._file = session.log_file.open("a")
     session._worker_lines({"actor_name": "RayTrainWorker", "pid": 7, "lines": [INFO, WARN, ERROR]})
     session._file.close()
@@ -29,6 +29,12 @@ def test_ray_lines_go_to_the_log_and_only_warnings_and_errors_to_the_console(tmp
 def test_verbose_shows_every_ray_line(tmp_path, capsys):
     _, shown = _route(tmp_path, capsys, verbose=True)
     assert "Reported metrics" in shown
+
+
+def test_a_sweep_keeps_even_worker_warnings_in_the_log(tmp_path, capsys):
+    logged, shown = _route(tmp_path, capsys, verbose=False, worker_warnings=False)
+    assert WARN in logged and ERROR in logged
+    assert shown == ""
 
 
 def test_the_epoch_line_shows_held_out_metrics_not_the_training_batch_ones() -> None:

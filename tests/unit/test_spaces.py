@@ -24,6 +24,7 @@ SHIPPED = [
     ("maml_inner", "maml_glyphs"),
     ("maml_inner", "anil_glyphs"),
     ("byol_momentum", "byol_mnist5k"),
+    ("seeds", "quickstart"),
 ]
 
 
@@ -49,7 +50,7 @@ def test_shipped_space_loads_against_its_job(space_name: str, job_name: str) -> 
     assert space.name == space_name and space.description.strip()
     assert space.mode == "max" and space.metric
     assert space.param_space("random").keys() == set(space.keys)
-    assert space.trial_count(4, "random") == 4
+    assert space.trial_count(4, "random") == 4 * space.trial_count(1, "random")
     lowest = trial_job(job, {d.key: d.edge_values()[0] for d in space.domains})
     highest = trial_job(job, {d.key: d.edge_values()[-1] for d in space.domains})
     assert lowest != highest

@@ -107,7 +107,7 @@ def test_asha_rungs_are_epochs_and_survivors_finish_their_run() -> None:
     assert scheduler._max_t == 24
     assert scheduler._stop_last_trials is False
     rungs = [milestone for milestone, _ in scheduler._brackets[0]._rungs]
-    assert sorted(rungs) == [3, 9]  # grace 24 // 8, then x3 below max_t
+    assert sorted(rungs) == [3, 12]  # grace 24 // 8, then x4 below max_t
 
 
 def test_pbt_perturbs_the_space_every_interval_and_clamps_into_bounds(tmp_path: Path) -> None:
@@ -224,3 +224,31 @@ def test_cli_refuses_a_space_key_the_job_lacks_before_ray(tmp_path: Path) -> Non
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and str(space) in lines[0] and "method_args.temprature" in lines[0]
     assert not ray.is_initialized()
+
+
+def test_cli_lists_sweeps_and_refuses_to_resume_an_unknown_one() -> None:
+    SweepRecord(
+        name="quickstart-simclr_temperature-1",
+        settings=settings(),
+        job="quickstart",
+        space="simclr_temperature",
+        trials=6,
+        parent_run_id="abc",
+        tracking_uri="sqlite:///x.db",
+        finished=6,
+        best={"values": {"method_args.temperature": 0.1}, "metric": 0.9123, "trial": "t"},
+    ).save()
+    listed = CliRunner().invoke(app, ["sweeps"])
+    assert listed.exit_code == 0
+    assert "quickstart-simclr_temperature-1" in listed.output
+    assert "6/6" in listed.output and "0.9123" in listed.output
+    refused = CliRunner().invoke(app, ["tune", "--resume", "nope"])
+    assert refused.exit_code == 2 and "no sweep named 'nope'" in refused.output
+    assert not ray.is_initialized()
+
+
+def test_a_trial_that_failed_before_reporting_is_named_by_its_folder() -> None:
+    from reprlab.tune.results import _trial_id_in
+
+    folder = "/x/run_trial_83944_00003_3_optim_lr=0.0005_2026-11-29_04-59-25"
+    assert _trial_id_in(folder) == "83944_00003"

@@ -46,10 +46,12 @@ def quiet_ray_data() -> None:
 
 
 class RaySession:
-    """Context manager: Ray up (ensure_ray), its output routed to `log_file` while inside."""
+    """Context manager: Ray up (ensure_ray), its output routed to `log_file` while inside.
+    `worker_warnings=False` keeps even the workers' warnings in the file: a sweep's stopped
+    trials leave noise there, and its table and MLflow already say which trial failed."""
 
-    def __init__(self, log_file: Path, verbose: bool = False) -> None:
-        self.log_file, self.verbose = log_file, verbose
+    def __init__(self, log_file: Path, verbose: bool = False, worker_warnings: bool = True) -> None:
+        self.log_file, self.verbose, self.worker_warnings = log_file, verbose, worker_warnings
         self._file: IO[str] | None = None
         self._file_handler: logging.Handler | None = None
         self._quieted: list[tuple[logging.Handler, int]] = []
@@ -115,6 +117,6 @@ class RaySession:
         prefix = f"({source} pid={data.get('pid')}) "
         for line in data.get("lines", []):
             self._file.write(prefix + line + "\n")
-            if self.verbose or WORTH_SHOWING.search(line):
+            if self.verbose or (self.worker_warnings and WORTH_SHOWING.search(line)):
                 print(prefix + line, file=sys.stderr)
         self._file.flush()

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -46,7 +48,7 @@ def trial_outcomes(plan: SweepPlan, results: Any) -> list[TrialOutcome]:
         if history is not None and plan.metric in history and "epoch" in history:
             rows = history[["epoch", plan.metric]].dropna()
             curve = (rows["epoch"].tolist(), rows[plan.metric].tolist())
-        trial_id = metrics.get("trial_id") or result.path.rsplit("_", 2)[-2]
+        trial_id = metrics.get("trial_id") or _trial_id_in(result.path)
         epochs = int(metrics.get("epoch", 0))
         if result.error is not None:
             state = "failed"
@@ -65,6 +67,13 @@ def trial_outcomes(plan: SweepPlan, results: Any) -> list[TrialOutcome]:
             )
         )
     return sorted(outcomes, key=lambda outcome: outcome.trial_id)
+
+
+def _trial_id_in(path: str) -> str:
+    """The trial id in a Tune trial folder's name (run_trial_<id>_<index>_<values>_<date>), for
+    a trial that failed before reporting anything."""
+    found = re.search(r"_([0-9a-f]+_\d{5})_", Path(path).name)
+    return found.group(1) if found else Path(path).name
 
 
 def best_outcome(plan: SweepPlan, outcomes: list[TrialOutcome]) -> TrialOutcome | None:

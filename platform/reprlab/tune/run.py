@@ -105,7 +105,7 @@ def run_sweep(
     record = open_sweep(plan, resumed)
     board = SweepBoard(plan.space.keys, plan.metric, plan.mode, plan.job.optim.epochs)
     callbacks = [TrialCloser(plan.name), board]
-    session = RaySession(plan.folder / LOG_FILE, verbose)
+    session = RaySession(plan.folder / LOG_FILE, verbose, worker_warnings=False)
     with tracked(record.parent_run_id, record.tracking_uri):
         with mlflow.start_run(run_id=record.parent_run_id), session:
             tuner = build_tuner(plan, record.parent_run_id, callbacks, resumed is not None)
