@@ -24,8 +24,8 @@ from reprlab.train.build import make_training_module
 from reprlab.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from reprlab.train.monitors import EpochMonitors
 from reprlab.train.optim import make_optimizer, set_lr, warmup_cosine_lr
-from reprlab.train.reporting import TrainReporter
 from reprlab.train.sources import BatchSource
+from reprlab.train.worker_session import TrainSession
 
 PROGRESS_EVERY = 5
 """Steps between two progress updates sent to the driver's display."""
@@ -35,8 +35,8 @@ PROGRESS_EVERY = 5
 class WorkerPlan:
     """Everything a Train worker needs, built on the driver: the job, its batch source and
     monitors, the dataset's channels and classes, and where to log (the MLflow run and the
-    driver's progress board, when there are); where epochs are reported (Ray Train, or Tune for
-    a single-process trial) and values logged with every epoch (a PBT trial's schedule)."""
+    driver's progress board, when there are); what runs the loop (Ray Train, or a single-process
+    Tune trial) and values logged with every epoch (a PBT trial's schedule)."""
 
     job: JobConfig
     source: BatchSource
@@ -46,7 +46,7 @@ class WorkerPlan:
     tracking_uri: str
     run_id: str | None = None
     progress: ray.actor.ActorHandle | None = None
-    reporter: TrainReporter = field(default_factory=TrainReporter)
+    session: TrainSession = field(default_factory=TrainSession)
     epoch_constants: dict[str, float] = field(default_factory=dict)
 
 
@@ -55,25 +55,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     every epoch; resume from the latest checkpoint when one exists."""
     plan: WorkerPlan = config["plan"]
     job, source = plan.job, plan.source
-    rank = ray.train.get_context().get_world_rank()
+    session = plan.session
+    rank = session.rank()
     torch.manual_seed(job.seed + rank)
     if not job.scaling.use_gpu:
         torch.set_num_threads(job.scaling.torch_threads)
-    device = ray.train.torch.get_device()
+    device = session.device()
 
     module = make_training_module(job, plan.in_chans, plan.num_classes, source.probe_keys)
     method = module.method
     optimizer = make_optimizer(job, module)
     state = TrainState()
-    checkpoint = plan.reporter.checkpoint()
+    checkpoint = session.checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = load_checkpoint(Path(directory), module, optimizer)
-        plan.reporter.restored(module, state.epoch)
+        session.restored(module, state.epoch)
     world = world_info()[1]
     if world > 1 and job.model.global_bn:
         global_batch_norm(module, job.scaling.use_gpu)
-    model = ray.train.torch.prepare_model(module, parallel_strategy="ddp" if method.ddp else None)
+    model = session.prepare_model(module, method.ddp)
     trainable = [p for p in module.parameters() if p.requires_grad]
 
     steps_per_epoch = source.steps_per_epoch(world)
@@ -125,14 +126,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics |= plan.monitors.metrics(state.epoch, module, device) | plan.epoch_constants
         if rank == 0:
             metrics |= source.epoch_metrics()
-        _report(plan.reporter, metrics, module, optimizer, state, rank)
-        logger.log(metrics, step=state.epoch)
+        logger.log(metrics, step=state.epoch)  # first: a Tune scheduler may stop us in report
+        _report(session, metrics, module, optimizer, state, rank)
         if progress is not None:
             progress.epoch_end.remote(metrics)
 
 
 def _report(
-    reporter: TrainReporter,
+    session: TrainSession,
     metrics: dict[str, float],
     module: TrainingModule,
     optimizer: torch.optim.Optimizer,
@@ -145,4 +146,4 @@ def _report(
         if rank == 0:
             save_checkpoint(Path(directory), module, optimizer, state)
             checkpoint = ray.train.Checkpoint.from_directory(directory)
-        reporter.report(metrics, checkpoint)
+        session.report(metrics, checkpoint)

@@ -13,9 +13,9 @@ from reprlab.data.pipeline import ingest_options
 from reprlab.train.loop import WorkerPlan, train_loop_per_worker
 from reprlab.train.monitors import EpochMonitors
 from reprlab.train.prepare import PreparedRun
-from reprlab.train.reporting import TrainReporter
 from reprlab.train.sources import batch_source
 from reprlab.train.sources.base import GenDataset
+from reprlab.train.worker_session import TrainSession
 
 
 def build_trainer(
@@ -55,18 +55,18 @@ def fit(
     run_id: str | None = None,
     progress: ray.actor.ActorHandle | None = None,
     callbacks: list[ray.train.UserCallback] | None = None,
-    reporter: TrainReporter | None = None,
+    session: TrainSession | None = None,
     epoch_constants: dict[str, float] | None = None,
 ) -> ray.train.Result:
     """Train the prepared job on the running Ray (metrics to MLflow run `run_id` when given,
-    progress to the `progress` board, epochs to `reporter`: Ray Train's by default, with
+    progress to the `progress` board, the loop run through `session`: Ray Train's by default, with
     `epoch_constants` added to each); the batch source's helpers are released afterwards."""
-    reporter = reporter or TrainReporter()
+    session = session or TrainSession()
     job, dataset = prepared.job, prepared.dataset
     source = batch_source(job, dataset)
     monitors = EpochMonitors(job, dataset)
     try:
-        first_epoch = partial(reporter.first_epoch, prepared.storage)
+        first_epoch = partial(session.first_epoch, prepared.storage)
         datasets = source.ray_datasets(first_epoch) | monitors.ray_datasets()
         plan = WorkerPlan(
             job=job,
@@ -77,7 +77,7 @@ def fit(
             tracking_uri=tracking_uri,
             run_id=run_id,
             progress=progress,
-            reporter=reporter,
+            session=session,
             epoch_constants=epoch_constants or {},
         )
         return build_trainer(prepared, plan, datasets, callbacks).fit()

@@ -297,28 +297,25 @@ def build_tuner(
 
 class TrialCloser(ray.tune.Callback):
     """On the driver: ends each finished trial's MLflow child run that its trial could not end
-    itself: FINISHED with `stopped_early` for a trial the scheduler stopped, FAILED for an
-    errored one. (A stopped trial's actor is killed mid-training.)"""
+    itself. A trial the scheduler stopped is killed mid-training (its own run then reads
+    RUNNING, or FAILED from the stop): FINISHED with `stopped_early`. An errored one: FAILED."""
 
     def __init__(self, sweep_name: str) -> None:
         self.sweep_name = sweep_name
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._close(trial.trial_id, failed=False)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._close(trial.trial_id, failed=True)
-
-    def _close(self, trial_id: str, failed: bool) -> None:
-        record = trial_record(self.sweep_name, trial_id)
+        record = trial_record(self.sweep_name, trial.trial_id)
         if record is None:
             return
         client = MlflowClient(record.tracking_uri)
-        if client.get_run(record.mlflow_run_id).info.status != "RUNNING":
-            return
-        if not failed:
+        if client.get_run(record.mlflow_run_id).info.status != "FINISHED":
             client.set_tag(record.mlflow_run_id, "stopped_early", "true")
-        end_run(record.mlflow_run_id, record.tracking_uri, failed=failed)
+            end_run(record.mlflow_run_id, record.tracking_uri, failed=False)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        record = trial_record(self.sweep_name, trial.trial_id)
+        if record is not None:
+            end_run(record.mlflow_run_id, record.tracking_uri, failed=True)
 
 
 def close_interrupted(sweep_name: str, trial_ids: list[str]) -> None:

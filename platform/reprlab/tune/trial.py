@@ -22,14 +22,13 @@ from reprlab.config import JobConfig
 from reprlab.home import HOME_VARIABLE
 from reprlab.methods import Method
 from reprlab.runs import RunRecord
-from reprlab.tracking.mlflow import tracked
 from reprlab.train.build import load_trained_method
 from reprlab.train.checkpoint import checkpoint_epoch, weights_digest
 from reprlab.train.prepare import PreparedRun, prepare
-from reprlab.train.reporting import TrainReporter
 from reprlab.train.run import evaluate, open_record, trained_method
 from reprlab.train.session import quiet_ray_data
 from reprlab.train.trainer import fit
+from reprlab.train.worker_session import TrainSession
 from reprlab.tune.spaces import trial_job
 
 RESTORES_FILE = "restores.jsonl"
@@ -61,14 +60,25 @@ def trial_run_name(sweep_name: str, trial_id: str) -> str:
     return f"{sweep_name}-{trial_id}"
 
 
-class TuneReporter(TrainReporter):
-    """A single-process trial's epochs go straight to Tune, each with its checkpoint (kept in
+class TuneSession(TrainSession):
+    """A single-process trial runs the loop itself (rank 0, the job's device, no DDP) and its
+    epochs go straight to Tune, each with its checkpoint (kept in
     the trial's folder, where PBT finds a donor's; the newest also in the run folder, where
     evaluation finds it); it starts from the checkpoint Tune hands it, the donor's after an
     exploit, and records each restore in the run folder."""
 
-    def __init__(self, storage: Path) -> None:
+    def __init__(self, storage: Path, use_gpu: bool) -> None:
         self.storage = storage
+        self.use_gpu = use_gpu
+
+    def rank(self) -> int:
+        return 0
+
+    def device(self) -> torch.device:
+        return torch.device("cuda" if self.use_gpu else "cpu")
+
+    def prepare_model(self, module: torch.nn.Module, ddp: bool) -> torch.nn.Module:
+        return module.to(self.device())
 
     def checkpoint(self) -> ray.tune.Checkpoint | None:
         return ray.tune.get_checkpoint()
@@ -93,23 +103,26 @@ class TuneReporter(TrainReporter):
 
 def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     """The Tune trainable of every sweep: the job with `config`'s values applied (dotted keys),
-    trained, evaluated and recorded; a stopped trial's run is closed by the driver."""
+    trained, evaluated and recorded (FINISHED); a stopped or failed trial's run is ended by the
+    driver."""
     quiet_ray_data()
     os.environ[HOME_VARIABLE] = str(plan.home)  # a trial actor serves this one trial
     prepared, record = _open_trial(config, plan)
-    with tracked(record.mlflow_run_id, record.tracking_uri):
-        with mlflow.start_run(run_id=record.mlflow_run_id):
-            if plan.single_process:
-                method = _fit_in_process(prepared, record, config)
-            else:
-                result = fit(
-                    prepared,
-                    tracking_uri=record.tracking_uri,
-                    run_id=record.mlflow_run_id,
-                    callbacks=[TuneReportCallback()],
-                )
-                method = trained_method(record, result)
-            mlflow.log_metrics(evaluate(prepared, method))
+    # Not `tracked`: a trial the scheduler stops is interrupted here as if it failed, so the
+    # driver (TrialCloser), which knows stopped from failed, ends a run that does not finish.
+    mlflow.start_run(run_id=record.mlflow_run_id)
+    if plan.single_process:
+        method = _fit_in_process(prepared, record, config)
+    else:
+        result = fit(
+            prepared,
+            tracking_uri=record.tracking_uri,
+            run_id=record.mlflow_run_id,
+            callbacks=[TuneReportCallback()],
+        )
+        method = trained_method(record, result)
+    mlflow.log_metrics(evaluate(prepared, method))
+    mlflow.end_run()
 
 
 def _open_trial(config: dict[str, Any], plan: TrialPlan) -> tuple[PreparedRun, RunRecord]:
@@ -138,7 +151,7 @@ def _fit_in_process(prepared: PreparedRun, record: RunRecord, config: dict[str, 
         prepared,
         tracking_uri=record.tracking_uri,
         run_id=record.mlflow_run_id,
-        reporter=TuneReporter(record.storage),
+        session=TuneSession(record.storage, prepared.job.scaling.use_gpu),
         epoch_constants=schedule,
     )
     return load_trained_method(record, record.storage / LAST_CHECKPOINT)
