@@ -278,7 +278,10 @@ def tune(
     space: Annotated[
         Path | None, typer.Option(help="search space YAML, e.g. tune_spaces/mae_mask_ratio.yaml")
     ] = None,
-    samples: Annotated[int, typer.Option(min=1, help="samples (each grid repeated)")] = 8,
+    samples: Annotated[
+        int | None,
+        typer.Option(min=1, help="trials sampled [default: 8; a grid once, N repeats it N times]"),
+    ] = None,
     scheduler: Annotated[
         str | None, typer.Option(help="fifo | asha | pbt [default: the space's, else asha]")
     ] = None,

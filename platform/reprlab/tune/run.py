@@ -59,7 +59,7 @@ def open_sweep(plan: SweepPlan, resumed: SweepRecord | None = None) -> SweepReco
         "sweep.space": plan.space.name,
         "sweep.scheduler": plan.scheduler,
         "sweep.search": settings.search,
-        "sweep.samples": settings.samples,
+        "sweep.samples": plan.samples,
         "sweep.trials": plan.trials,
         "sweep.metric": plan.metric,
         "sweep.mode": plan.mode,

@@ -27,6 +27,8 @@ from reprlab.tune.trial import TrialPlan, run_trial, trial_run_name
 
 SCHEDULERS = ("fifo", "asha", "pbt")
 SEARCHES = ("random", "grid", "optuna")
+DEFAULT_SAMPLES = 8
+"""Trials of a random or Optuna search when --samples is not given (a grid runs once)."""
 SWEEP_RECORD = "reprlab_sweep.json"
 TRIAL_DRIVER_MEMORY = 256 * 2**20
 """Bytes reserved for a distributed trial's driver actor (it only starts a TorchTrainer)."""
@@ -50,7 +52,7 @@ class SweepSettings:
     overrides: tuple[str, ...] = ()
     scheduler: str | None = None
     search: str = "random"
-    samples: int = 8
+    samples: int | None = None
     max_concurrent: int | None = None
     metric: str | None = None
     mode: str | None = None
@@ -69,6 +71,7 @@ class SweepPlan:
     scheduler: str
     metric: str
     mode: str
+    samples: int
     trials: int
 
     @property
@@ -174,17 +177,18 @@ def plan_sweep(settings: SweepSettings, name: str | None = None) -> SweepPlan:
                 f"--search: --scheduler pbt samples and perturbs its own population; allowed: "
                 f"random, got {settings.search!r}"
             )
-    if settings.samples < 1:
-        raise ConfigError(f"--samples: must be >= 1, got {settings.samples}")
+    samples = settings.samples or (1 if settings.search == "grid" else DEFAULT_SAMPLES)
+    if samples < 1:
+        raise ConfigError(f"--samples: must be >= 1, got {samples}")
     metric = settings.metric or space.metric or default_metric(job)
     _check_metric(metric, job)
     mode = settings.mode or space.mode or ("min" if "loss" in metric else "max")
     if mode not in ("max", "min"):
         raise ConfigError(f"--mode: allowed: max, min, got {mode!r}")
     space.param_space(settings.search)  # refuses a space the search cannot sample
-    trials = space.trial_count(settings.samples, settings.search)
+    trials = space.trial_count(samples, settings.search)
     name = name or f"{job.name}-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return SweepPlan(name, job, space, settings, scheduler, metric, mode, trials)
+    return SweepPlan(name, job, space, settings, scheduler, metric, mode, samples, trials)
 
 
 def trial_budget(plan: SweepPlan) -> dict[str, float]:
@@ -278,7 +282,7 @@ def build_tuner(
         tune_config=ray.tune.TuneConfig(
             metric=plan.metric,
             mode=plan.mode,
-            num_samples=plan.settings.samples,
+            num_samples=plan.samples,
             scheduler=scheduler_of(plan),
             search_alg=search_of(plan, concurrent),
             # a Searcher (Optuna) is limited here; the variant generator limits itself
