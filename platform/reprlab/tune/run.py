@@ -120,10 +120,12 @@ def run_sweep(
                     results = tuner.fit()
             else:
                 results = tuner.fit()
-            if unfinished := board.unfinished():
+            unfinished = board.unfinished()
+            if unfinished or len(results) < plan.trials:  # Ctrl-C: Tune returns early
                 close_interrupted(plan.name, unfinished)
                 raise SweepInterrupted(
-                    f"sweep {plan.name} interrupted with {len(unfinished)} trial(s) unfinished; "
+                    f"sweep {plan.name} interrupted with {len(results)} of {plan.trials} trials "
+                    "started; "
                     f"continue it: reprlab tune --resume {plan.name}"
                 )
             outcomes = trial_outcomes(plan, results)

@@ -23,7 +23,7 @@ from reprlab.home import reprlab_home
 from reprlab.runs import RunRecord, runs_root
 from reprlab.tracking.mlflow import end_run, tracking_uri
 from reprlab.tune.spaces import SearchSpace, load_space
-from reprlab.tune.trial import TrialPlan, run_trial, trial_run_name
+from reprlab.tune.trial import STOPPED_TAG, TrialPlan, run_trial, trial_run_name
 
 SCHEDULERS = ("fifo", "asha", "pbt")
 SEARCHES = ("random", "grid", "optuna")
@@ -313,7 +313,7 @@ class TrialCloser(ray.tune.Callback):
             return
         client = MlflowClient(record.tracking_uri)
         if client.get_run(record.mlflow_run_id).info.status != "FINISHED":
-            client.set_tag(record.mlflow_run_id, "stopped_early", "true")
+            client.set_tag(record.mlflow_run_id, STOPPED_TAG, "true")
             end_run(record.mlflow_run_id, record.tracking_uri, failed=False)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

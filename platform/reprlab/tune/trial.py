@@ -16,6 +16,7 @@ from typing import Any
 import mlflow
 import ray.tune
 import torch
+from mlflow.tracking import MlflowClient
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from reprlab.config import JobConfig
@@ -36,6 +37,8 @@ RESTORES_FILE = "restores.jsonl"
 weights digest), the trace of PBT's exploits."""
 LAST_CHECKPOINT = "checkpoint_last"
 """A single-process trial's newest checkpoint in its run folder (named as RunRecord looks)."""
+STOPPED_TAG = "stopped_early"
+"""Tag of a trial run the scheduler stopped before its last epoch."""
 SCHEDULE_PREFIX = "schedule/"
 """Metric prefix of a single-process trial's current values, logged every epoch: the schedule
 PBT made it follow."""
@@ -136,7 +139,12 @@ def _open_trial(config: dict[str, Any], plan: TrialPlan) -> tuple[PreparedRun, R
         "reprlab.sweep": plan.sweep_name,
         "reprlab.trial_id": trial_id,
     }
-    return prepared, open_record(prepared, tags)
+    record = open_record(prepared, tags)
+    if prepared.resumed is not None:  # an interrupted trial the driver closed as stopped
+        client = MlflowClient(record.tracking_uri)
+        if STOPPED_TAG in client.get_run(record.mlflow_run_id).data.tags:
+            client.delete_tag(record.mlflow_run_id, STOPPED_TAG)
+    return prepared, record
 
 
 def _fit_in_process(prepared: PreparedRun, record: RunRecord, config: dict[str, Any]) -> Method:
