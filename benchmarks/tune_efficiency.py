@@ -53,7 +53,7 @@ def grid_space(configs: int, folder: Path) -> Path:
 def sweep(space: Path, scheduler: str, epochs: int) -> SweepSummary:
     overrides = (
         f"optim.epochs={epochs}",
-        "scaling.num_workers=1",  # two one-worker trials side by side on 2 CPUs
+        "scaling.num_workers=1",  # one worker: each trial reads its views in one order
         "data.data_cpus=0.5",
         "eval.linear_probe=false",
         "eval.knn=false",

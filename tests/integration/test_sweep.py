@@ -118,7 +118,8 @@ def test_pbt_exploit_copies_the_donors_weights(ray_cluster, tmp_path) -> None:
         "params:\n  method_args.temperature: {uniform: [0.05, 1.0]}\n",
     )
     job = write(tmp_path, "job.yaml", JOB.replace("epochs: 3", "epochs: 4"))  # 4 kept: all
-    plan = plan_sweep(SweepSettings(job_file=job, space_file=space, samples=3))
+    # two at once (one CPU each, Ray Data's task sharing the rest): PBT needs a population
+    plan = plan_sweep(SweepSettings(job_file=job, space_file=space, samples=3, max_concurrent=2))
     summary = run_sweep(plan)
 
     trial_ids = [outcome.trial_id for outcome in summary.outcomes]

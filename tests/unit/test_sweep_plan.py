@@ -97,7 +97,8 @@ def test_trials_at_once_fit_their_workers_and_data_cpus_on_the_cluster() -> None
     small = plan_sweep(
         settings(scheduler="pbt", overrides=("scaling.num_workers=1", "data.data_cpus=0.5"))
     )
-    assert concurrent_trials(small, {"CPU": 2.0}) == 2  # 0.5 + 0.5 each
+    assert concurrent_trials(small, {"CPU": 2.0}) == 1  # 0.5 + a whole CPU for Ray Data
+    assert concurrent_trials(small, {"CPU": 3.0}) == 2
     assert concurrent_trials(plan_sweep(settings(max_concurrent=3)), {"CPU": 2.0}) == 3
 
 

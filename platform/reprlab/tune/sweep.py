@@ -27,6 +27,9 @@ from reprlab.tune.trial import STOPPED_TAG, TrialPlan, run_trial, trial_run_name
 
 SCHEDULERS = ("fifo", "asha", "pbt")
 SEARCHES = ("random", "grid", "optuna")
+DATA_TASK_CPUS = 1.0
+"""Each Ray Data task asks for a whole CPU: a trial's pipeline needs one free, whatever
+data.data_cpus caps it at (two trials that left it half a CPU each hung here)."""
 DEFAULT_SAMPLES = 8
 """Trials of a random or Optuna search when --samples is not given (a grid runs once)."""
 SWEEP_RECORD = "reprlab_sweep.json"
@@ -196,7 +199,8 @@ def trial_budget(plan: SweepPlan) -> dict[str, float]:
     its Ray Data pipeline may use beside them."""
     scaling = plan.job.scaling
     workers = 1 if plan.single_process else max(1, scaling.num_workers)
-    cpus = (0 if scaling.use_gpu else workers * scaling.cpus_per_worker) + plan.job.data.data_cpus
+    data_cpus = max(plan.job.data.data_cpus, DATA_TASK_CPUS)
+    cpus = (0 if scaling.use_gpu else workers * scaling.cpus_per_worker) + data_cpus
     return {"CPU": cpus, "GPU": workers if scaling.use_gpu else 0}
 
 
