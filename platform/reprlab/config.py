@@ -363,19 +363,25 @@ def _list_index(items: list, part: str, where: str) -> int:
     return int(part)
 
 
-def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobConfig:
-    """Read a job YAML, apply overrides, validate. Every failure is one-line ConfigError."""
-    path = Path(path)
+def read_yaml(path: Path, kind: str) -> Any:
+    """The YAML in `path` (None when empty); ConfigError naming the file, and the line of a
+    syntax error, when it is missing or not YAML. `kind` names the file in the message."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such job file") from None
+        raise ConfigError(f"{path}: no such {kind} file") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(
             f"{path}:{where} not valid YAML ({getattr(error, 'problem', error)})"
         ) from None
+
+
+def load_job(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> JobConfig:
+    """Read a job YAML, apply overrides, validate. Every failure is one-line ConfigError."""
+    path = Path(path)
+    raw = read_yaml(path, "job") or {}
     if isinstance(raw, dict):
         for assignment in overrides:
             apply_override(raw, assignment)

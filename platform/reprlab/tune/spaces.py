@@ -16,10 +16,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from ray import tune
 
-from reprlab.config import ConfigError, JobConfig, flatten, set_dotted, validate_job
+from reprlab.config import (
+    ConfigError,
+    JobConfig,
+    flatten,
+    read_yaml,
+    set_dotted,
+    validate_job,
+)
 
 Kind = Literal["loguniform", "uniform", "quniform", "randint", "choice", "grid"]
 NEEDS: dict[str, str] = {
@@ -224,16 +230,7 @@ def trial_job(job: JobConfig, values: Mapping[str, Any]) -> JobConfig:
 
 
 def _read(path: Path) -> dict:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such space file") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(
-            f"{path}:{where} not valid YAML ({getattr(error, 'problem', error)})"
-        ) from None
+    raw = read_yaml(path, "space")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a space file must be a mapping of keys, got {raw!r}")
     return raw
