@@ -11,19 +11,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import psutil
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from reprlab.data.catalog import ingest
 from reprlab.runs import STATE_FILE, runs_root
-from reprlab.train.checkpoint import POSITION_FILE, weights_digest
+from reprlab.train.checkpoint import checkpoint_digest, checkpoint_epoch
+from reprlab.tune.results import trial_id_in
 from reprlab.tune.run import run_sweep
 from reprlab.tune.sweep import SweepRecord, SweepSettings, plan_sweep, sweeps_root
-from reprlab.tune.trial import RESTORES_FILE, SCHEDULE_PREFIX, trial_run_name
+from reprlab.tune.trial import SCHEDULE_PREFIX, WEIGHTS_TRACE, trial_run_name
 
 pytestmark = pytest.mark.integration
 
@@ -114,34 +115,43 @@ def test_pbt_exploit_copies_the_donors_weights(ray_cluster, tmp_path) -> None:
         tmp_path,
         "pbt.yaml",
         "description: temperature by PBT\nscheduler: pbt\n"
-        "pbt: {perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.5}\n"
+        "pbt: {perturbation_interval: 1, quantile_fraction: 0.5, resample_probability: 0.5,"
+        " synch: true}\n"
         "params:\n  method_args.temperature: {uniform: [0.05, 1.0]}\n",
     )
-    job = write(tmp_path, "job.yaml", JOB.replace("epochs: 3", "epochs: 4"))  # 4 kept: all
-    # two at once (one CPU each, Ray Data's task sharing the rest): PBT needs a population
-    plan = plan_sweep(SweepSettings(job_file=job, space_file=space, samples=3, max_concurrent=2))
+    # synchronous PBT ranks both trials at every epoch, so the worse one copies the better one
+    job = write(tmp_path, "job.yaml", JOB)  # 3 epochs: within the 4 checkpoints a trial keeps
+    plan = plan_sweep(SweepSettings(job_file=job, space_file=space, samples=2, max_concurrent=2))
     summary = run_sweep(plan)
 
     trial_ids = [outcome.trial_id for outcome in summary.outcomes]
-    checkpoints = {}  # (trial, epoch) -> digest of that checkpoint's weights
-    for trial_id in trial_ids:
-        for state in (sweeps_root() / plan.name).glob(f"*{trial_id}*/checkpoint_*/{STATE_FILE}"):
-            epoch = json.loads((state.parent / POSITION_FILE).read_text())["epoch"]
-            module = torch.load(state, weights_only=True)["module"]
-            checkpoints[trial_id, epoch] = weights_digest(module)
+    assert len(set(trial_ids)) == 2
+    saved = defaultdict(set)  # (trial, epoch) -> digests of the weights it checkpointed
     restores = []
     for trial_id in trial_ids:
-        trace = runs_root() / trial_run_name(plan.name, trial_id) / RESTORES_FILE
-        if trace.is_file():
-            restores += [(trial_id, json.loads(line)) for line in trace.read_text().splitlines()]
+        trace = runs_root() / trial_run_name(plan.name, trial_id) / WEIGHTS_TRACE
+        for line in trace.read_text().splitlines():
+            event = json.loads(line)
+            if event["event"] == "saved":
+                saved[trial_id, event["epoch"]].add(event["weights"])
+            else:
+                restores.append((trial_id, event))
+    newest = {}  # a trial's newest checkpoint is on disk: the trace shows its very weights
+    for state in (sweeps_root() / plan.name).glob(f"*/checkpoint_*/{STATE_FILE}"):
+        trial_id = trial_id_in(str(state.parent.parent))
+        epoch = checkpoint_epoch(state.parent)
+        if epoch >= newest.get(trial_id, (-1, ""))[0]:
+            newest[trial_id] = (epoch, checkpoint_digest(state.parent))
+    for trial_id, (epoch, digest) in newest.items():
+        assert digest in saved[trial_id, epoch]
     exploits = 0
     for target, restore in restores:  # a trial resumes its own checkpoint, or a donor's
         sources = [
             trial
-            for (trial, epoch), digest in checkpoints.items()
-            if epoch == restore["epoch"] and digest == restore["weights"]
+            for (trial, epoch), digests in saved.items()
+            if epoch == restore["epoch"] and restore["weights"] in digests
         ]
-        assert sources, (target, restore, checkpoints)  # the weights of a checkpoint, exactly
+        assert sources, (target, restore, saved)  # the weights of a checkpoint, exactly
         exploits += target not in sources
     assert exploits, f"PBT never exploited another trial's checkpoint: {restores}"
 

@@ -126,7 +126,7 @@ def test_grid_search_grids_every_choice_and_samples_repeat_the_grid(tmp_path: Pa
 def test_pbt_space_settings_mutations_and_clamp() -> None:
     space = load_space(SPACES / "augment_policy_pbt.yaml", QUICKSTART)
     assert space.scheduler == "pbt"
-    assert space.pbt == PBTSettings(2, 0.25, 0.25)
+    assert space.pbt == PBTSettings(2, 0.25, 0.25, synch=True)
     mutations = space.mutations()
     assert mutations["data.augment.num_ops"] == [0, 1, 2, 3]
     assert mutations["data.augment.magnitude"] == list(range(1, 16))
@@ -251,6 +251,7 @@ GOOD = "params:\n  optim.lr: {uniform: [0.001, 0.01]}\n"
         (f"description: x\nmode: best\n{GOOD}", "mode: must be one of 'max', 'min', got 'best'"),
         (f"description: x\nscheduler: hyperband\n{GOOD}", "scheduler: must be one of 'fifo'"),
         (f"description: x\npbt: {{quantile_fraction: 0.9}}\n{GOOD}", "pbt.quantile_fraction"),
+        (f"description: x\npbt: {{synch: yes please}}\n{GOOD}", "pbt.synch: must be true or false"),
         (f"description: x\npbt: {{interval: 2}}\n{GOOD}", "pbt.interval: unknown key; allowed"),
         ("description: x\nparams: [\n", "line 3 not valid YAML"),
         ("- a\n- b\n", "a space file must be a mapping of keys"),

@@ -121,6 +121,7 @@ def test_pbt_perturbs_the_space_every_interval_and_clamps_into_bounds(tmp_path: 
     scheduler = scheduler_of(plan)
     assert plan.scheduler == "pbt"
     assert scheduler._perturbation_interval == plan.space.pbt.perturbation_interval
+    assert scheduler._synch is plan.space.pbt.synch is True
     assert set(scheduler._hyperparam_mutations) == set(plan.space.keys)
 
 
@@ -248,8 +249,8 @@ def test_cli_lists_sweeps_and_refuses_to_resume_an_unknown_one() -> None:
     assert not ray.is_initialized()
 
 
-def test_a_trial_that_failed_before_reporting_is_named_by_its_folder() -> None:
-    from reprlab.tune.results import _trial_id_in
+def test_a_trial_is_named_by_its_folder() -> None:
+    from reprlab.tune.results import trial_id_in
 
     folder = "/x/run_trial_83944_00003_3_optim_lr=0.0005_2026-11-29_04-59-25"
-    assert _trial_id_in(folder) == "83944_00003"
+    assert trial_id_in(folder) == "83944_00003"

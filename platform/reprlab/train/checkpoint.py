@@ -61,6 +61,12 @@ def weights_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def checkpoint_digest(directory: Path) -> str:
+    """The weights digest of the checkpoint in `directory`."""
+    payload = torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+    return weights_digest(payload["module"])
+
+
 def load_checkpoint(
     directory: Path, module: nn.Module, optimizer: torch.optim.Optimizer | None = None
 ) -> TrainState:

@@ -48,7 +48,7 @@ def trial_outcomes(plan: SweepPlan, results: Any) -> list[TrialOutcome]:
         if history is not None and plan.metric in history and "epoch" in history:
             rows = history[["epoch", plan.metric]].dropna()
             curve = (rows["epoch"].tolist(), rows[plan.metric].tolist())
-        trial_id = metrics.get("trial_id") or _trial_id_in(result.path)
+        trial_id = trial_id_in(result.path)  # not metrics' trial_id: a PBT exploit copies it
         epochs = int(metrics.get("epoch", 0))
         if result.error is not None:
             state = "failed"
@@ -69,9 +69,8 @@ def trial_outcomes(plan: SweepPlan, results: Any) -> list[TrialOutcome]:
     return sorted(outcomes, key=lambda outcome: outcome.trial_id)
 
 
-def _trial_id_in(path: str) -> str:
-    """The trial id in a Tune trial folder's name (run_trial_<id>_<index>_<values>_<date>), for
-    a trial that failed before reporting anything."""
+def trial_id_in(path: str) -> str:
+    """The trial id in a Tune trial folder's name (run_trial_<id>_<index>_<values>_<date>)."""
     found = re.search(r"_([0-9a-f]+_\d{5})_", Path(path).name)
     return found.group(1) if found else Path(path).name
 

@@ -115,6 +115,9 @@ class PBTSettings:
     perturbation_interval: int = 2
     quantile_fraction: float = 0.25
     resample_probability: float = 0.25
+    # synchronous PBT ranks the whole population at the same epoch; asynchronous PBT ranks a
+    # trial's fresh score against the others' older ones, so with few trials it rarely exploits
+    synch: bool = False
 
     def __post_init__(self) -> None:
         interval, quantile = self.perturbation_interval, self.quantile_fraction
@@ -123,6 +126,7 @@ class PBTSettings:
             ("perturbation_interval", _is_whole(interval) and interval >= 1, "an int >= 1"),
             ("quantile_fraction", _is_number(quantile) and 0 <= quantile <= 0.5, "in [0, 0.5]"),
             ("resample_probability", _is_number(resample) and 0 <= resample <= 1, "in [0, 1]"),
+            ("synch", isinstance(self.synch, bool), "true or false"),
         )
         for key, fits, allowed in checks:
             if not fits:

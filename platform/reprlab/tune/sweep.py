@@ -235,6 +235,7 @@ def scheduler_of(plan: SweepPlan) -> Any:
             hyperparam_mutations=plan.space.mutations(),
             quantile_fraction=pbt.quantile_fraction,
             resample_probability=pbt.resample_probability,
+            synch=pbt.synch,
             custom_explore_fn=plan.space.clamp,
         )
     return FIFOScheduler()

@@ -24,7 +24,7 @@ from reprlab.home import HOME_VARIABLE
 from reprlab.methods import Method
 from reprlab.runs import RunRecord
 from reprlab.train.build import load_trained_method
-from reprlab.train.checkpoint import checkpoint_epoch, weights_digest
+from reprlab.train.checkpoint import checkpoint_digest, checkpoint_epoch, weights_digest
 from reprlab.train.prepare import PreparedRun, prepare
 from reprlab.train.run import evaluate, open_record, trained_method
 from reprlab.train.session import quiet_ray_data
@@ -32,9 +32,10 @@ from reprlab.train.trainer import fit
 from reprlab.train.worker_session import TrainSession
 from reprlab.tune.spaces import trial_job
 
-RESTORES_FILE = "restores.jsonl"
-"""In a single-process trial's run folder: one line per checkpoint it restored (epoch and
-weights digest), the trace of PBT's exploits."""
+WEIGHTS_TRACE = "weights_trace.jsonl"
+"""In a single-process trial's run folder: one line per checkpoint it saved or restored
+(event, epoch, weights digest), the lineage of PBT's exploits (Tune may reuse a checkpoint
+folder after an exploit, so the folders alone do not keep it)."""
 LAST_CHECKPOINT = "checkpoint_last"
 """A single-process trial's newest checkpoint in its run folder (named as RunRecord looks)."""
 STOPPED_TAG = "stopped_early"
@@ -89,11 +90,16 @@ class TuneSession(TrainSession):
     def report(self, metrics: dict[str, float], checkpoint: ray.tune.Checkpoint | None) -> None:
         if checkpoint is not None:
             shutil.copytree(checkpoint.path, self.storage / LAST_CHECKPOINT, dirs_exist_ok=True)
+            epoch = checkpoint_epoch(Path(checkpoint.path))
+            self._trace("saved", epoch, checkpoint_digest(Path(checkpoint.path)))
         ray.tune.report(metrics, checkpoint=checkpoint)
 
     def restored(self, module: torch.nn.Module, epoch: int) -> None:
-        line = {"epoch": epoch, "weights": weights_digest(module.state_dict())}
-        with (self.storage / RESTORES_FILE).open("a") as trace:
+        self._trace("restored", epoch, weights_digest(module.state_dict()))
+
+    def _trace(self, event: str, epoch: int, weights: str) -> None:
+        line = {"event": event, "epoch": epoch, "weights": weights}
+        with (self.storage / WEIGHTS_TRACE).open("a") as trace:
             trace.write(json.dumps(line) + "\n")
 
     def first_epoch(self, storage: Path) -> int:
