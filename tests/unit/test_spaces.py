@@ -21,6 +21,7 @@ SHIPPED = [
     ("augment_policy", "quickstart"),
     ("augment_policy_pbt", "quickstart"),
     ("mae_mask_ratio", "mae_mnist5k"),
+    ("mae_mask_ratio_grid", "mae_mnist5k"),
     ("maml_inner", "maml_glyphs"),
     ("maml_inner", "anil_glyphs"),
     ("byol_momentum", "byol_mnist5k"),
