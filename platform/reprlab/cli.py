@@ -350,6 +350,8 @@ def tune(
         return
     try:
         summary = run_sweep(plan, console=console, verbose=verbose, resumed=resumed)
+    except ConfigError as error:
+        _fail(str(error))
     except SweepInterrupted as interrupted:
         console.print(str(interrupted), highlight=False)
         raise typer.Exit(code=130) from None

@@ -23,6 +23,7 @@ from reprlab.tune.sweep import (
     list_sweeps,
     plan_sweep,
     scheduler_of,
+    sweeps_root,
 )
 
 ROOT = Path(__file__).parents[2]
@@ -226,6 +227,15 @@ def test_cli_refuses_a_space_key_the_job_lacks_before_ray(tmp_path: Path) -> Non
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and str(space) in lines[0] and "method_args.temprature" in lines[0]
     assert not ray.is_initialized()
+
+
+def test_cli_refuses_a_dataset_not_ingested_before_ray() -> None:
+    result = CliRunner().invoke(app, ["tune", QUICKSTART, "--space", TEMPERATURE, "--samples", "2"])
+    assert result.exit_code == 2
+    assert "data.dataset: dataset 'mnist5k' is not ingested" in result.output
+    assert "run: reprlab ingest mnist5k" in result.output
+    assert not ray.is_initialized()
+    assert not sweeps_root().exists() or not any(sweeps_root().iterdir())
 
 
 def test_cli_lists_sweeps_and_refuses_to_resume_an_unknown_one() -> None:

@@ -34,13 +34,20 @@ def prepare(
     if run_name is not None and (runs_root() / run_name).is_dir():
         resume = run_name
     resumed = run_to_resume(resume) if resume else None
+    dataset = open_dataset(job)
+    run_name = resume or run_name or f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return PreparedRun(job, dataset, run_name, runs_root() / run_name, resumed)
+
+
+def open_dataset(job: JobConfig) -> DatasetHandle:
+    """The job's ingested dataset, verified and checked against the job; ConfigError (one
+    line) when it is not ingested, broken, or does not fit."""
     try:
         dataset = DatasetHandle.open(job.data.dataset)
     except ValueError as error:
         raise ConfigError(f"data.dataset: {error}") from None
     check_job_fits_dataset(job, dataset)
-    run_name = resume or run_name or f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return PreparedRun(job, dataset, run_name, runs_root() / run_name, resumed)
+    return dataset
 
 
 def check_job_fits_dataset(job: JobConfig, dataset: DatasetHandle) -> None:

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import IO, Any
 
 import ray
+from ray._private import worker as ray_worker
 from ray._private.ray_logging import global_worker_stdstream_dispatcher
 
 RAY_PRINT_HANDLER = "ray_print_logs"
@@ -57,6 +58,7 @@ class RaySession:
         self._quieted: list[tuple[logging.Handler, int]] = []
         self._ray_printers: list[Any] = []
         self._quieted_loggers: list[tuple[str, int]] = []
+        self._raylet_printer: Any = None
 
     def __enter__(self) -> RaySession:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +80,9 @@ class RaySession:
         self._ray_printers = [h for name, h in dispatcher.handlers if name == RAY_PRINT_HANDLER]
         dispatcher.remove_handler(RAY_PRINT_HANDLER)
         global_worker_stdstream_dispatcher.add_handler(RAY_PRINT_HANDLER, self._worker_lines)
+        # the raylet's messages (worker start-up, OOM kills) bypass the dispatcher
+        self._raylet_printer = ray_worker.print_to_stdstream
+        ray_worker.print_to_stdstream = lambda data, ignore_prefix: self._worker_lines(data)
         return self
 
     def __exit__(
@@ -86,6 +91,7 @@ class RaySession:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
+        ray_worker.print_to_stdstream = self._raylet_printer
         dispatcher = global_worker_stdstream_dispatcher
         dispatcher.remove_handler(RAY_PRINT_HANDLER)
         for printer in self._ray_printers:
@@ -113,8 +119,9 @@ class RaySession:
     def _worker_lines(self, data: dict[str, Any]) -> None:
         """Ray's forwarded worker output: into the log file; the lines worth showing (or all,
         verbose) to the driver's stderr as Ray would print them."""
+        pid = data.get("pid")
         source = data.get("actor_name") or data.get("task_name") or "worker"
-        prefix = f"({source} pid={data.get('pid')}) "
+        prefix = "(raylet) " if pid == "raylet" else f"({source} pid={pid}) "
         for line in data.get("lines", []):
             self._file.write(prefix + line + "\n")
             if self.verbose or (self.worker_warnings and WORTH_SHOWING.search(line)):

@@ -15,6 +15,7 @@ from rich.live import Live
 from reprlab.config import flatten, to_yaml
 from reprlab.runs import LOG_FILE
 from reprlab.tracking.mlflow import start_run, tracked, tracking_uri
+from reprlab.train.prepare import open_dataset
 from reprlab.train.session import RaySession
 from reprlab.tune.display import SweepBoard
 from reprlab.tune.results import (
@@ -100,7 +101,9 @@ def run_sweep(
     resumed: SweepRecord | None = None,
 ) -> SweepSummary:
     """Run (or resume) the sweep; the parent run ends FINISHED, or FAILED when the driver is
-    interrupted or fails (a later `--resume` reopens it)."""
+    interrupted or fails (a later `--resume` reopens it). ConfigError, before Ray starts, when
+    the job's dataset is not ingested or does not fit the job."""
+    open_dataset(plan.job)  # a dataset that is missing or does not fit fails before Ray starts
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own boxes and tables: off
     record = open_sweep(plan, resumed)
     board = SweepBoard(plan.space.keys, plan.metric, plan.mode, plan.job.optim.epochs)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
 import ray
 import ray.tune
 from mlflow.tracking import MlflowClient
@@ -245,6 +246,7 @@ def search_of(plan: SweepPlan, concurrent: int) -> Any:
     """The search algorithm, seeded by the job's seed: Tune's variant generator (random and
     grid; it takes the concurrency limit itself) or Optuna's TPE."""
     if plan.settings.search == "optuna":
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a console line per study
         return OptunaSearch(seed=plan.job.seed)
     return BasicVariantGenerator(random_state=plan.job.seed, max_concurrent=concurrent)
 
