@@ -7,11 +7,10 @@ on GPUs but refuses CPU tensors, so CPU workers use GlobalBatchNorm below."""
 from __future__ import annotations
 
 import torch
-import torch.distributed.nn.functional as dist_fn
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from reprlab.distributed import world_info
+from reprlab.distributed import sum_with_grad, world_info
 
 
 class GlobalBatchNorm(_BatchNorm):
@@ -28,7 +27,7 @@ class GlobalBatchNorm(_BatchNorm):
         channels = x.shape[1]
         dims = [0, *range(2, x.dim())]
         count = torch.full((1,), x.numel() / channels, dtype=x.dtype, device=x.device)
-        stats = dist_fn.all_reduce(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
+        stats = sum_with_grad(torch.cat([x.sum(dims), (x * x).sum(dims), count]))
         total = stats[-1]
         mean = stats[:channels] / total
         var = stats[channels : 2 * channels] / total - mean * mean
