@@ -264,3 +264,5 @@ def test_a_trial_is_named_by_its_folder() -> None:
 
     folder = "/x/run_trial_83944_00003_3_optim_lr=0.0005_2026-11-29_04-59-25"
     assert trial_id_in(folder) == "83944_00003"
+    optuna = "/x/run_trial_585978a0_5_data_augment_blur_p=0.2307,data_augm_2026-11-29_08-21-23"
+    assert trial_id_in(optuna) == "585978a0"

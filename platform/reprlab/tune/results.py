@@ -70,8 +70,10 @@ def trial_outcomes(plan: SweepPlan, results: Any) -> list[TrialOutcome]:
 
 
 def trial_id_in(path: str) -> str:
-    """The trial id in a Tune trial folder's name (run_trial_<id>_<index>_<values>_<date>)."""
-    found = re.search(r"_([0-9a-f]+_\d{5})_", Path(path).name)
+    """The trial id in a Tune trial folder's name (run_trial_<id>_<index>_<values>_<date>):
+    <experiment>_<5 digits> from Tune's variant generator, 8 hex digits from a search
+    algorithm (Optuna)."""
+    found = re.search(r"_([0-9a-f]{5}_\d{5}|[0-9a-f]{8})_\d+_", Path(path).name)
     return found.group(1) if found else Path(path).name
 
 
