@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from reprlab.cli import app
 from reprlab.config import ConfigError
 from reprlab.tune.display import SweepBoard
-from reprlab.tune.results import TrialOutcome, best_outcome, reproduce_command
+from reprlab.tune.results import TrialOutcome, best_outcome, reproduce_command, trial_id_in
 from reprlab.tune.sweep import (
     SweepRecord,
     SweepSettings,
@@ -260,8 +260,6 @@ def test_cli_lists_sweeps_and_refuses_to_resume_an_unknown_one() -> None:
 
 
 def test_a_trial_is_named_by_its_folder() -> None:
-    from reprlab.tune.results import trial_id_in
-
     folder = "/x/run_trial_83944_00003_3_optim_lr=0.0005_2026-11-29_04-59-25"
     assert trial_id_in(folder) == "83944_00003"
     optuna = "/x/run_trial_585978a0_5_data_augment_blur_p=0.2307,data_augm_2026-11-29_08-21-23"
