@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 from collections.abc import Callable
 
@@ -19,7 +20,9 @@ def _free_port() -> int:
 def _entry(rank: int, world: int, port: int, fn: Callable, args: tuple, queue) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    queue.put((rank, fn(rank, world, *args)))
+    # Pickled by value: torch's queue pickler shares tensors through a file descriptor that
+    # vanishes when this process exits, which can happen before the parent reads it.
+    queue.put((rank, pickle.dumps(fn(rank, world, *args))))
     dist.barrier()
     dist.destroy_process_group()
 
@@ -35,7 +38,7 @@ def run_in_gloo_workers(fn: Callable, world: int, *args) -> list:
     ]
     for process in processes:
         process.start()
-    results = dict(queue.get() for _ in processes)
+    results = {rank: pickle.loads(payload) for rank, payload in (queue.get() for _ in processes)}
     for process in processes:
         process.join(timeout=60)
         assert process.exitcode == 0
