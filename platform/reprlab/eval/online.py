@@ -23,8 +23,7 @@ class TrainingModule(nn.Module):
     """What DDP wraps: the method and, when `num_classes` is given, a linear classifier trained
     on the method's detached features of the batch's `probe_images` with its labelled rows
     (`probe_labels` >= 0). Its gradients never reach the encoder, so the method trains exactly
-    as it would alone. A method that returns `features` may cover only the first rows; one
-    with `probe_norm` gets its features standardised by a BatchNorm before the classifier."""
+    as it would alone. A method that returns `features` may cover only the first rows."""
 
     def __init__(
         self,
@@ -36,10 +35,7 @@ class TrainingModule(nn.Module):
         self.method = method
         self.head = None
         if num_classes and probe_keys:
-            width = method.backbone.num_features
-            linear = nn.Linear(width, num_classes)
-            norm = nn.BatchNorm1d(width, affine=False) if method.probe_norm else None
-            self.head = nn.Sequential(norm, linear) if norm is not None else linear
+            self.head = nn.Linear(method.backbone.num_features, num_classes)
             self.probe_images, self.probe_labels = probe_keys
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

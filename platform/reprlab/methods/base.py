@@ -30,9 +30,6 @@ class Method(nn.Module):
     """Whether training_step reads `label_mix`/`mix_weight` (a mixer in the view policy)."""
     batch_source: ClassVar[str] = "two_views"
     """The batch source (train/sources/) the method trains on: "two_views" or "episodes"."""
-    probe_norm: ClassVar[bool] = False
-    """Whether the online probe standardises features first (BatchNorm without affine), as MAE's
-    linear-probe protocol does for features whose scales a plain linear layer cannot follow."""
     ddp: ClassVar[bool] = True
     """Whether DDP may wrap it. Inner-loop learners (MAML) take `torch.autograd.grad` inside
     forward, which DDP's reducer does not support: the loop all-reduces their gradients."""
