@@ -149,7 +149,7 @@ def test_training_step_is_the_masked_loss_of_the_decoder_output(norm: bool) -> N
     target = patchify(images, 4)
     target = norm_pix_target(target) if norm else target
     expected = masked_patch_mse(model.decode(latent, ids_restore), target, mask)
-    assert set(output) == {"loss", "features"}
+    assert set(output) == {"loss"}
     assert output["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
 
 
@@ -188,11 +188,11 @@ def test_online_probe_reads_the_features_the_evaluations_read() -> None:
     search ranks MAE trials by measures the encoder the final probe measures."""
     torch.manual_seed(0)
     module = TrainingModule(small_mae(), num_classes=10)
-    batch = {"view1": torch.rand(8, 1, 16, 16), "label": torch.arange(8)}
+    batch = {"view1": torch.rand(4, 1, 16, 16), "label": torch.arange(4)}
     seen = []
     module.head.register_forward_hook(lambda layer, inputs, output: seen.append(inputs[0]))
     module(batch)
-    assert torch.allclose(seen[0], module.method.embed(batch["view1"][:2]), atol=1e-6)
+    assert torch.allclose(seen[0], module.method.embed(batch["view1"]), atol=1e-6)
 
 
 def test_mae_rejects_a_convolutional_backbone_and_bad_args() -> None:

@@ -23,7 +23,7 @@ class TrainingModule(nn.Module):
     """What DDP wraps: the method and, when `num_classes` is given, a linear classifier trained
     on the method's detached features of the batch's `probe_images` with its labelled rows
     (`probe_labels` >= 0). Its gradients never reach the encoder, so the method trains exactly
-    as it would alone. A method that returns `features` may cover only the first rows."""
+    as it would alone."""
 
     def __init__(
         self,
@@ -47,7 +47,7 @@ class TrainingModule(nn.Module):
         if features is None:
             features = self.method.embed(batch[self.probe_images])
         logits = self.head(features.detach()).float()
-        labels = batch[self.probe_labels][: len(features)].long()
+        labels = batch[self.probe_labels].long()
         labelled = labels >= 0
         count = labelled.sum().clamp(min=1)
         probe_loss = F.cross_entropy(logits, labels, ignore_index=-1, reduction="sum") / count
