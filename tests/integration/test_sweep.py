@@ -176,6 +176,16 @@ def outlived(processes: list[psutil.Process], grace_s: float = 20.0) -> list[psu
     return alive
 
 
+def in_session(session_id: int) -> list[psutil.Process]:
+    """Live processes of a session: Ray gives each actor its own process group, not session."""
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getsid(process.pid) == session_id:
+                members.append(process)
+    return members
+
+
 def _alive(process: psutil.Process) -> bool:
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
@@ -217,8 +227,9 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path) -> N
     driver.wait()
     # Ray 2.60's fate sharing takes its raylet and GCS down with a killed driver, but not two
     # of its helper processes (measured: the dashboard and runtime-env agents, or two python3
-    # helpers in their own session): end them so they do not outlive the test
-    for process in outlived(started_by_driver):
+    # helpers in their own session), and an actor started after the snapshot above (a trial's
+    # TrainController) may take longer than the suite's grace to notice: end them all
+    for process in outlived(started_by_driver + in_session(driver.pid)):
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
 
