@@ -49,10 +49,7 @@ def quiet_ray_data() -> None:
 class RaySession:
     """Context manager: Ray up (ensure_ray), its output routed to `log_file` while inside.
     `worker_warnings=False` keeps even the workers' warnings in the file: a sweep's stopped
-    trials leave noise there, and its table and MLflow already say which trial failed.
-
-    A session that started (or connected to) Ray shuts it down on exit, before Ray's printers
-    come back: actors that outlive the work (Train's placement-group cleaner) printed after it."""
+    trials leave noise there, and its table and MLflow already say which trial failed."""
 
     def __init__(self, log_file: Path, verbose: bool = False, worker_warnings: bool = True) -> None:
         self.log_file, self.verbose, self.worker_warnings = log_file, verbose, worker_warnings
@@ -62,7 +59,6 @@ class RaySession:
         self._ray_printers: list[Any] = []
         self._quieted_loggers: list[tuple[str, int]] = []
         self._raylet_printer: Any = None
-        self._owns_ray = False
 
     def __enter__(self) -> RaySession:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -79,7 +75,6 @@ class RaySession:
                 logger = logging.getLogger(name)
                 self._quieted_loggers.append((name, logger.level))
                 logger.setLevel(logging.ERROR)
-        self._owns_ray = not ray.is_initialized()
         ensure_ray()
         dispatcher = global_worker_stdstream_dispatcher
         self._ray_printers = [h for name, h in dispatcher.handlers if name == RAY_PRINT_HANDLER]
@@ -96,8 +91,6 @@ class RaySession:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        if self._owns_ray:
-            ray.shutdown()
         ray_worker.print_to_stdstream = self._raylet_printer
         dispatcher = global_worker_stdstream_dispatcher
         dispatcher.remove_handler(RAY_PRINT_HANDLER)
