@@ -166,14 +166,16 @@ def test_pbt_exploit_copies_the_donors_weights(ray_cluster, tmp_path) -> None:
     assert changed, "no trial's logged schedule shows PBT's perturbation"
 
 
-def outlived(processes: list[psutil.Process], grace_s: float = 20.0) -> list[psutil.Process]:
-    """Those of `processes` still alive after `grace_s` seconds."""
+def end_leftovers(processes: list[psutil.Process], grace_s: float = 20.0) -> None:
+    """Kill those of `processes` still alive after `grace_s` seconds."""
     deadline = time.monotonic() + grace_s
     alive = processes
     while alive and time.monotonic() < deadline:
         time.sleep(0.5)
         alive = [p for p in alive if _alive(p)]
-    return alive
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
 
 
 def in_session(session_id: int) -> list[psutil.Process]:
@@ -229,9 +231,7 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path) -> N
     # of its helper processes (measured: the dashboard and runtime-env agents, or two python3
     # helpers in their own session), and an actor started after the snapshot above (a trial's
     # TrainController) may take longer than the suite's grace to notice: end them all
-    for process in outlived(started_by_driver + in_session(driver.pid)):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.kill()
+    end_leftovers(started_by_driver + in_session(driver.pid))
 
     resumed = subprocess.Popen(
         [sys.executable, "-m", "reprlab.cli", "tune", "--resume", record.name],
@@ -243,9 +243,7 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path) -> N
     )
     stdout, stderr = resumed.communicate(timeout=600)
     # its last trial's actors may still be exiting: none may outlive the suite's check
-    for process in outlived(in_session(resumed.pid)):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.kill()
+    end_leftovers(in_session(resumed.pid))
     assert resumed.returncode == 0, stderr[-3000:]
     assert "reproduce it: reprlab run" in stdout
 
