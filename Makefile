@@ -33,6 +33,7 @@ integration: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/data_pipeline.py
 	$(BIN)/python benchmarks/train_overhead.py
+	$(BIN)/python benchmarks/global_bn.py
 
 # ASHA against a full grid of 12 SimCLR temperatures, in epochs (~30 minutes on 2 cores).
 bench-tune: $(STAMP)

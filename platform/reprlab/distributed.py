@@ -42,30 +42,6 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(x)
 
 
-class _SumWithGrad(torch.autograd.Function):
-    """all_reduce (sum) whose backward sums the gradient over the workers: every worker's copy
-    of the sum feeds its own loss (what torch.distributed.nn's deprecated all_reduce does)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        total = x.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(total)
-        return total
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.clone(memory_format=torch.contiguous_format)
-        dist.all_reduce(grad)
-        return grad
-
-
-def sum_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """`x` summed over every worker, differentiable (global batch statistics)."""
-    if world_info()[1] == 1:
-        return x
-    return _SumWithGrad.apply(x)
-
-
 @torch.no_grad()
 def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate `x` from every worker along dim 0, in rank order, without gradients (keys of
