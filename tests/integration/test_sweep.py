@@ -241,9 +241,11 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(tmp_path) -> N
         stderr=subprocess.PIPE,
         text=True,
     )
-    stdout, stderr = resumed.communicate(timeout=600)
-    # its last trial's actors may still be exiting: none may outlive the suite's check
-    end_leftovers(in_session(resumed.pid))
+    try:
+        stdout, stderr = resumed.communicate(timeout=600)
+    finally:  # its trials' actors may still be exiting (or it hung): none may outlive the suite
+        resumed.kill()
+        end_leftovers(in_session(resumed.pid))
     assert resumed.returncode == 0, stderr[-3000:]
     assert "reproduce it: reprlab run" in stdout
 

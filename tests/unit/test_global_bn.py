@@ -11,8 +11,8 @@ from reprlab.models.norm import GlobalBatchNorm, global_batch_norm
 from .gloo import run_in_gloo_workers
 
 
-def _grad(weight: nn.Parameter | None) -> torch.Tensor | None:
-    return None if weight is None else weight.grad
+def _grads(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+    return None if bn.weight is None else (bn.weight.grad, bn.bias.grad)
 
 
 def _reference(x: torch.Tensor, weights: torch.Tensor, affine: bool):
@@ -21,33 +21,38 @@ def _reference(x: torch.Tensor, weights: torch.Tensor, affine: bool):
     inputs = x.clone().requires_grad_()
     out = bn(inputs)
     (out * weights).sum().backward()
-    return out.detach(), inputs.grad, _grad(bn.weight), bn.running_mean, bn.running_var
+    return out.detach(), inputs.grad, _grads(bn), bn.running_mean, bn.running_var
 
 
-def _half(rank: int, world: int, x: torch.Tensor, weights: torch.Tensor, affine: bool):
-    n = x.shape[0] // world
+def _part(rank: int, world: int, x: torch.Tensor, weights: torch.Tensor, affine: bool, split: int):
+    rows = slice(0, split) if rank == 0 else slice(split, None)
     bn = GlobalBatchNorm(x.shape[1], affine=affine).double()
-    inputs = x[rank * n : (rank + 1) * n].clone().requires_grad_()
+    inputs = x[rows].clone().requires_grad_()
     out = bn(inputs)
-    (out * weights[rank * n : (rank + 1) * n]).sum().backward()
-    return out.detach(), inputs.grad, _grad(bn.weight), bn.running_mean, bn.running_var
+    (out * weights[rows]).sum().backward()
+    return out.detach(), inputs.grad, _grads(bn), bn.running_mean, bn.running_var
 
 
-@pytest.mark.parametrize(("shape", "affine"), [((8, 3, 4, 4), True), ((8, 5), False)])
-def test_two_workers_match_full_batch_statistics_and_gradients(shape, affine) -> None:
+@pytest.mark.parametrize(
+    ("shape", "affine", "split"),
+    [((8, 3, 4, 4), True, 4), ((8, 5), False, 4), ((8, 3, 4, 4), True, 3)],
+    ids=["conv-halves", "flat-no-affine", "unequal-batches"],
+)
+def test_two_workers_match_full_batch_statistics_and_gradients(shape, affine, split) -> None:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=generator, dtype=torch.float64) * 2 + 1
     weights = torch.randn(*shape, generator=generator, dtype=torch.float64)
-    out, grad, weight_grad, running_mean, running_var = _reference(x, weights, affine)
-    halves = run_in_gloo_workers(_half, 2, x, weights, affine)
-    assert torch.allclose(torch.cat([h[0] for h in halves]), out)
-    assert torch.allclose(torch.cat([h[1] for h in halves]), grad)
-    if affine:  # each worker's affine gradient is its share; DDP's all-reduce sums them
-        assert torch.allclose(halves[0][2] + halves[1][2], weight_grad)
+    out, grad, affine_grads, running_mean, running_var = _reference(x, weights, affine)
+    parts = run_in_gloo_workers(_part, 2, x, weights, affine, split)
+    assert torch.allclose(torch.cat([p[0] for p in parts]), out)
+    assert torch.allclose(torch.cat([p[1] for p in parts]), grad)
+    if affine:  # each worker's affine gradients are its share; DDP's all-reduce sums them
+        for index, reference in enumerate(affine_grads):
+            assert torch.allclose(parts[0][2][index] + parts[1][2][index], reference)
     else:
-        assert halves[0][2] is None and weight_grad is None
-    for half in halves:
-        assert torch.allclose(half[3], running_mean) and torch.allclose(half[4], running_var)
+        assert parts[0][2] is None and affine_grads is None
+    for part in parts:
+        assert torch.allclose(part[3], running_mean) and torch.allclose(part[4], running_var)
 
 
 def test_conversion_keeps_weights_and_is_plain_bn_on_one_process() -> None:
