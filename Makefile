@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test unit integration bench bench-tune zoo lint clean
+.PHONY: setup run test unit integration test-cluster bench bench-tune zoo lint clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,9 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
+
+test-cluster: $(STAMP)
+	$(BIN)/pytest -q -m cluster tests/cluster
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/data_pipeline.py

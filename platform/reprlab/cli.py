@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import shlex
-import subprocess
-import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
+
+    from reprlab.cluster.submit import SweepOptions
 
 app = typer.Typer(
     help="reprlab: visual representation learning on Ray, tracked in MLflow.",
@@ -433,28 +435,190 @@ def ui(
     tracking_uri: Annotated[
         str | None, typer.Option(help="store to browse [default: the runs' tracking URI]")
     ] = None,
+    experiment: Annotated[
+        str | None,
+        typer.Option(
+            help="experiment to show [default: the one reprlab wrote to last, else quickstart]"
+        ),
+    ] = None,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="also open it in the browser once the UI answers")
+    ] = False,
 ) -> None:
-    """Open MLflow's UI on 127.0.0.1 over the configured tracking store."""
+    """Open MLflow's UI (on 127.0.0.1) on an experiment's runs; prints their address."""
+    import webbrowser
+
     from reprlab.tracking.mlflow import tracking_uri as default_uri
+    from reprlab.tracking.ui import local_ui, runs_view_url, ui_experiment_id, wait_until_up
 
     uri = default_uri(tracking_uri)
+    try:
+        experiment_id = ui_experiment_id(uri, experiment)
+    except ValueError as error:
+        _fail(str(error))
     if uri.startswith(("http://", "https://")):
-        console.print(f"runs are on an MLflow server: open {uri}", highlight=False)
+        url = runs_view_url(uri, experiment_id)
+        console.print(f"runs are on an MLflow server: {url}", highlight=False, soft_wrap=True)
+        if open_browser:
+            webbrowser.open(url)
         return
-    console.print(f"MLflow UI for {uri} at http://127.0.0.1:{port}", highlight=False)
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
+    base = f"http://127.0.0.1:{port}"
+    url = runs_view_url(base, experiment_id)
+    console.print(f"MLflow UI for {uri}: {url}", highlight=False, soft_wrap=True)
+    try:
+        with local_ui(uri, port) as server:
+            if open_browser:
+                if wait_until_up(base, server):
+                    webbrowser.open(url)
+                else:
+                    console.print("[red]error:[/red] MLflow UI did not start", highlight=False)
+            code = server.wait()
+    except KeyboardInterrupt:
+        code = 130
+    raise typer.Exit(code)
+
+
+ADDRESS_HELP = "the cluster's dashboard, http://HEAD:8265 [default: $RAY_ADDRESS]"
+jobs_app = typer.Typer(help="Jobs submitted to a Ray cluster.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+
+
+@app.command(context_settings={"allow_extra_args": False})
+def submit(
+    job_file: Annotated[Path, typer.Argument(help="job YAML inside this project")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="dotted key=value overrides, e.g. optim.epochs=3")
+    ] = None,
+    address: Annotated[str | None, typer.Option(help=ADDRESS_HELP)] = None,
+    follow: Annotated[
+        bool, typer.Option(help="stream the job's logs until it ends; exit with its status")
+    ] = False,
+    tune: Annotated[
+        bool, typer.Option(help="submit a sweep (reprlab tune) instead of a run")
+    ] = False,
+    space: Annotated[Path | None, typer.Option(help="--tune: search space YAML")] = None,
+    samples: Annotated[int | None, typer.Option(min=1, help="--tune: trials sampled")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="--tune: fifo | asha | pbt")] = None,
+    search: Annotated[str | None, typer.Option(help="--tune: random | grid | optuna")] = None,
+) -> None:
+    """Validate a job (or a sweep) here, then run it on a Ray cluster through the Jobs API."""
+    from reprlab.cluster.submit import SweepOptions, build_submission, connect, experiment_link
+    from reprlab.cluster.submit import submit as submit_job
+    from reprlab.config import ConfigError, load_job
+
+    root = Path.cwd()
+    try:
+        job = load_job(job_file, overrides or [])
+        sweep = None
+        if tune or space is not None:
+            if space is None:
+                _fail("--tune needs --space SPACE.yaml")
+            sweep = SweepOptions(space, samples, scheduler, search)
+            _check_sweep(job_file, overrides or [], sweep)
+        submission = build_submission(job, job_file, overrides or [], root, sweep)
+        client = connect(address)
+        link = experiment_link(job.tracking.experiment)
+        submission_id = submit_job(client, submission)
+    except ConfigError as error:
+        _fail(str(error))
+    console.print(f"submitted [bold]{submission_id}[/bold] to {client.get_address()}")
+    console.print(f"MLflow: {link}", highlight=False)
+    if follow:
+        _follow(client, submission_id, address)
+    else:
+        console.print(f"follow it: reprlab jobs logs {submission_id} --follow", highlight=False)
+
+
+def _check_sweep(job_file: Path, overrides: list[str], sweep: SweepOptions) -> None:
+    """A sweep's plan, resolved here as `reprlab tune --dry-run` would: a space that does not
+    fit the job fails before anything reaches the cluster."""
+    from reprlab.tune.sweep import SweepSettings, plan_sweep
+
+    settings = SweepSettings(
+        job_file=str(job_file),
+        space_file=str(sweep.space),
+        overrides=tuple(overrides),
+        scheduler=sweep.scheduler,
+        search=sweep.search or "random",
+        samples=sweep.samples,
+    )
+    plan_sweep(settings)
+
+
+def _follow(client: JobSubmissionClient, submission_id: str, address: str | None) -> None:
+    """Stream a job's logs; exit with its status. Ctrl-C stops following, not the job."""
+    from reprlab.cluster.submit import exit_code, follow
+
+    try:
+        status = follow(client, submission_id, lambda text: print(text, end="", flush=True))
+    except KeyboardInterrupt:
+        hint = f" --address {address}" if address else ""
+        console.print(
+            f"\nstopped following; {submission_id} keeps running on the cluster: "
+            f"reprlab jobs logs {submission_id} --follow{hint}",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
+    console.print(f"{submission_id}: {status}", highlight=False)
+    raise typer.Exit(exit_code(status))
+
+
+def _client(address: str | None) -> JobSubmissionClient:
+    from reprlab.cluster.submit import connect
+    from reprlab.config import ConfigError
+
+    try:
+        return connect(address)
+    except ConfigError as error:
+        _fail(str(error))
+
+
+@jobs_app.command("list")
+def jobs_list(address: Annotated[str | None, typer.Option(help=ADDRESS_HELP)] = None) -> None:
+    """Submitted jobs, newest first."""
+    from reprlab.cluster.submit import job_rows
+
+    table = Table(title="jobs")
+    for column in ("submission id", "status", "job", "command"):
+        table.add_column(column)
+    for row in job_rows(_client(address).list_jobs()):
+        table.add_row(*row)
+    console.print(table)
+
+
+@jobs_app.command("status")
+def jobs_status(
+    submission_id: Annotated[str, typer.Argument(help="the id `reprlab submit` printed")],
+    address: Annotated[str | None, typer.Option(help=ADDRESS_HELP)] = None,
+) -> None:
+    """A job's status and, when it ended badly, why."""
+    info = _client(address).get_job_info(submission_id)
+    console.print(f"{submission_id}: {info.status.value}", highlight=False)
+    if info.message:
+        console.print(info.message, highlight=False)
+
+
+@jobs_app.command("logs")
+def jobs_logs(
+    submission_id: Annotated[str, typer.Argument(help="the id `reprlab submit` printed")],
+    address: Annotated[str | None, typer.Option(help=ADDRESS_HELP)] = None,
+    follow: Annotated[bool, typer.Option(help="keep streaming until the job ends")] = False,
+) -> None:
+    """A job's logs so far, or (--follow) as they come, exiting with the job's status."""
+    client = _client(address)
+    if follow:
+        _follow(client, submission_id, address)
+    print(client.get_job_logs(submission_id), end="")
+
+
+@jobs_app.command("stop")
+def jobs_stop(
+    submission_id: Annotated[str, typer.Argument(help="the id `reprlab submit` printed")],
+    address: Annotated[str | None, typer.Option(help=ADDRESS_HELP)] = None,
+) -> None:
+    """Ask the cluster to stop a job (its MLflow run ends FAILED, its checkpoints stay)."""
+    stopped = _client(address).stop_job(submission_id)
+    console.print(f"{submission_id}: {'stopping' if stopped else 'already ended'}", highlight=False)
 
 
 if __name__ == "__main__":

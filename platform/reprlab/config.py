@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Tag, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from reprlab.augment import AugmentConfig, SimCLRPolicy
 from reprlab.methods import METHODS, MethodArgs, method_class
@@ -95,10 +102,87 @@ class OptimConfig(Strict):
 
 
 class ScalingConfig(Strict):
-    num_workers: int = Field(2, ge=0, description="Ray Train workers; 0 runs in-process")
+    num_workers: int | tuple[int, int] = Field(
+        2,
+        description="Ray Train workers (0 runs in-process), or [min, max] to train elastically",
+    )
+    placement: Literal["pack", "spread"] = Field(
+        "pack", description="pack workers onto few nodes, or spread them over the nodes"
+    )
+    max_failures: int = Field(
+        0, ge=0, description="worker-group restarts from the last checkpoint after a failure"
+    )
     use_gpu: bool = False
     cpus_per_worker: float = Field(0.5, gt=0)
     torch_threads: int = Field(1, gt=0, description="intra-op threads per CPU worker")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _count_or_elastic_range(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "num_workers" not in data:
+            return data
+        value = data["num_workers"]
+
+        def count(item: Any) -> bool:
+            return isinstance(item, int) and not isinstance(item, bool)
+
+        if count(value) and value >= 0:
+            return data
+        if isinstance(value, (list, tuple)) and len(value) == 2 and all(map(count, value)):
+            if 1 <= value[0] <= value[1]:
+                return data
+        raise ValueError(
+            "num_workers: must be a count >= 0, or an elastic range [min, max] with "
+            f"1 <= min <= max, got {value!r}"
+        )
+
+    @property
+    def worker_counts(self) -> range:
+        """Every number of workers the run may train on (one number unless elastic)."""
+        if isinstance(self.num_workers, tuple):
+            return range(self.num_workers[0], self.num_workers[1] + 1)
+        return range(self.num_workers, self.num_workers + 1)
+
+    @property
+    def max_workers(self) -> int:
+        return self.worker_counts[-1]
+
+
+REMOTE_SCHEMES = ("s3", "gs")
+"""Object stores Ray Train persists checkpoints to (through pyarrow's filesystems)."""
+
+
+class StorageConfig(Strict):
+    """Where checkpoints live. A run on a cluster of several nodes needs storage every node
+    reaches: an object store (s3://, gs://) or a mounted path declared `shared`."""
+
+    path: str | None = Field(
+        None, description="checkpoint root: s3://bucket/prefix or a path [default: the runs folder]"
+    )
+    shared: bool = Field(False, description="the local `path` is mounted on every node (NFS)")
+
+    @model_validator(mode="after")
+    def _path_is_a_uri_or_absolute(self) -> StorageConfig:
+        path = self.path
+        if path is None:
+            if self.shared:
+                raise ValueError("shared: only a `storage.path` can be declared shared")
+            return self
+        if "://" in path:
+            scheme = path.split("://", 1)[0]
+            if scheme not in REMOTE_SCHEMES:
+                allowed = ", ".join(f"{name}://" for name in REMOTE_SCHEMES)
+                raise ValueError(f"path: allowed schemes: {allowed}, got {path!r}")
+            if self.shared:
+                raise ValueError(f"shared: {path} is an object store; remove it")
+        elif not Path(path).is_absolute():
+            raise ValueError(f"path: a local path must be absolute, got {path!r}")
+        return self
+
+    @property
+    def is_shared(self) -> bool:
+        """Whether every node of a cluster reaches this storage."""
+        return self.path is not None and ("://" in self.path or self.shared)
 
 
 class FewShotEvalConfig(Strict):
@@ -145,6 +229,7 @@ class JobConfig(Strict):
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
     scaling: ScalingConfig = ScalingConfig()
+    storage: StorageConfig = StorageConfig()
     eval: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
 
@@ -166,11 +251,13 @@ class JobConfig(Strict):
         return self
 
     def _split_across_workers(self, key: str, value: int) -> None:
-        workers = max(1, self.scaling.num_workers)
-        if value % workers:
-            raise ValueError(
-                f"{key}: must be a multiple of scaling.num_workers ({workers}), got {value}"
-            )
+        for workers in self.scaling.worker_counts:
+            if value % max(1, workers):
+                counts = self.scaling.worker_counts
+                which = f"{counts[0]}..{counts[-1]}" if len(counts) > 1 else f"{workers}"
+                raise ValueError(
+                    f"{key}: must be a multiple of scaling.num_workers ({which}), got {value}"
+                )
 
     @model_validator(mode="after")
     def _backbone_fits(self) -> JobConfig:

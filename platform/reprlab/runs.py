@@ -1,8 +1,9 @@
 """Run folders and the typed run record: what a run wrote, where, and how to find it again.
 
-`$REPRLAB_HOME/runs/<run name>/` holds Ray Train's checkpoints, the run's log file and
-`reprlab_run.json`, the record that ties the folder to its job and its MLflow run, so that
-`--resume`, `reprlab eval` and later pipelines rebuild exactly what was trained."""
+`$REPRLAB_HOME/runs/<run name>/` holds the run's log file and `reprlab_run.json`, the record
+that ties the folder to its job, its checkpoints (here too, unless the job's `storage.path` puts
+them on shared storage) and its MLflow run, so that `--resume`, `reprlab eval` and later
+pipelines rebuild exactly what was trained."""
 
 from __future__ import annotations
 
@@ -12,22 +13,35 @@ from pathlib import Path
 
 from reprlab.config import ConfigError, JobConfig
 from reprlab.home import reprlab_home
+from reprlab.storage import STATE_FILE, checkpoint_dirs, local_checkpoint
 from reprlab.tracking.mlflow import run_name_of
 
 RUN_RECORD = "reprlab_run.json"
-STATE_FILE = "state.pt"
 LOG_FILE = "ray.log"
+CHECKPOINT_CACHE = "checkpoint_cache"
+"""Where a run folder keeps local copies of checkpoints that live on shared storage."""
 
 
 def runs_root() -> Path:
-    """Where Ray Train persists checkpoints: $REPRLAB_HOME/runs."""
+    """The run folders: $REPRLAB_HOME/runs."""
     return reprlab_home() / "runs"
+
+
+def checkpoint_root(job: JobConfig) -> str:
+    """Where Ray Train keeps the job's runs' checkpoints: `storage.path`, else the runs folder."""
+    return job.storage.path or str(runs_root())
+
+
+def run_checkpoints(job: JobConfig, run_name: str) -> str:
+    """The folder or URI of run `run_name`'s checkpoints (Ray Train's storage_path/name)."""
+    return f"{checkpoint_root(job).rstrip('/')}/{run_name}"
 
 
 @dataclass(frozen=True)
 class RunRecord:
     """One run: its name and folder, the job that trained it, the dataset's channels and
-    classes (to rebuild the module), and its MLflow run."""
+    classes (to rebuild the module), and its MLflow run; its checkpoints are where
+    `run_checkpoints(job, run_name)` says."""
 
     run_name: str
     storage: Path
@@ -75,12 +89,18 @@ class RunRecord:
             tracking_uri=payload["tracking_uri"],
         )
 
+    @property
+    def checkpoints(self) -> str:
+        """The folder or URI holding the run's checkpoints."""
+        return run_checkpoints(self.job, self.run_name)
+
     def latest_checkpoint(self) -> Path:
-        """Ray Train names checkpoints checkpoint_<timestamp>: the last name is the newest."""
-        found = sorted(p.parent for p in self.storage.glob(f"checkpoint_*/{STATE_FILE}"))
+        """A local folder with the newest checkpoint (Ray Train names them checkpoint_<time>),
+        copied into the run folder first when it lives on shared storage."""
+        found = checkpoint_dirs(self.checkpoints)
         if not found:
-            raise ValueError(f"{self.storage}: no checkpoint yet (no checkpoint_*/{STATE_FILE})")
-        return found[-1]
+            raise ValueError(f"{self.checkpoints}: no checkpoint yet (no checkpoint_*/)")
+        return local_checkpoint(found[-1], self.storage / CHECKPOINT_CACHE)
 
 
 def run_to_resume(name: str) -> RunRecord | None:

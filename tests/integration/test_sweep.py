@@ -19,8 +19,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from reprlab.data.catalog import ingest
-from reprlab.runs import STATE_FILE, runs_root
-from reprlab.train.checkpoint import checkpoint_digest, checkpoint_epoch
+from reprlab.runs import runs_root
+from reprlab.storage import STATE_FILE, checkpoint_epoch
+from reprlab.train.checkpoint import checkpoint_digest
 from reprlab.tune.results import trial_id_in
 from reprlab.tune.run import run_sweep
 from reprlab.tune.sweep import SweepRecord, SweepSettings, plan_sweep, sweeps_root

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import socket
+import webbrowser
 from pathlib import Path
 
+import psutil
 import pytest
+from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from reprlab.cli import app
+from reprlab.tracking import ui as tracking_ui
+from reprlab.tracking.mlflow import tracking_uri
 
 runner = CliRunner()
 QUICKSTART = str(Path(__file__).parents[2] / "jobs" / "quickstart.yaml")
@@ -93,3 +99,57 @@ def test_a_run_without_workers_fails_before_anything_is_recorded() -> None:
     assert result.exit_code == 2
     assert "scaling.num_workers: a whole run needs >= 1 Ray Train worker" in result.output
     assert not (reprlab_home() / "runs").exists() and not (reprlab_home() / "mlflow.db").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_ui_opens_the_runs_view_on_localhost_and_ctrl_c_stops_the_server(monkeypatch) -> None:
+    opened, servers, listening = [], [], set()
+
+    def user_opens_then_presses_ctrl_c(url: str) -> None:
+        opened.append(url)
+        servers.extend(psutil.Process().children(recursive=True))
+        for process in servers:
+            for connection in process.net_connections(kind="inet"):
+                if connection.status == psutil.CONN_LISTEN:
+                    listening.add(connection.laddr)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(webbrowser, "open", user_opens_then_presses_ctrl_c)
+    port = _free_port()
+    result = runner.invoke(app, ["ui", "--port", str(port), "--open"])
+    quickstart = MlflowClient(tracking_uri()).get_experiment_by_name("quickstart")
+    url = f"http://127.0.0.1:{port}/#/experiments/{quickstart.experiment_id}/runs"
+    assert opened == [f"{url}?workflowType=machine_learning"], result.output
+    assert opened[0] in result.output and result.exit_code == 130
+    assert ("127.0.0.1", port) in listening and {ip for ip, _ in listening} == {"127.0.0.1"}
+    assert servers and not [p for p in servers if _alive(p)]
+
+
+def test_ui_on_an_mlflow_server_prints_its_runs_view_and_starts_nothing(monkeypatch) -> None:
+    monkeypatch.setattr(tracking_ui, "ui_experiment_id", lambda uri, name: f"{name}-id")
+    uri = "http://10.1.2.3:5000/"
+    result = runner.invoke(app, ["ui", "--tracking-uri", uri, "--experiment", "x"])
+    assert result.exit_code == 0, result.output
+    assert "http://10.1.2.3:5000/#/experiments/x-id/runs?workflowType=machine_learning" in (
+        result.output
+    )
+    assert not psutil.Process().children(recursive=True)
+
+
+def test_ui_of_an_unknown_experiment_fails_with_one_line() -> None:
+    result = runner.invoke(app, ["ui", "--experiment", "nope"])
+    assert result.exit_code == 2
+    error = f"error: --experiment: no experiment named 'nope' in {tracking_uri()}"
+    assert result.output.strip().splitlines()[-1] == error  # above it: MLflow's store set-up

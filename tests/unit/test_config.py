@@ -47,7 +47,17 @@ def test_quickstart_loads_and_overrides_apply() -> None:
         ),
         ("method_args.tau=1", "method_args.tau: unknown key; allowed: proj_dim"),
         ("data.augment.crop_scale=[0.9,0.1]", "data.augment.crop_scale: must be 0 < low <= high"),
-        ("scaling.num_workers=two", "scaling.num_workers: Input should be a valid integer"),
+        ("scaling.num_workers=two", "scaling.num_workers: must be a count >= 0, or an elastic"),
+        ("scaling.num_workers=[2,1]", "with 1 <= min <= max, got [2, 1]"),
+        (
+            "scaling.num_workers=[1,3]",
+            "data.batch_size: must be a multiple of scaling.num_workers (1..3)",
+        ),
+        ("scaling.placement=wide", "scaling.placement: must be one of 'pack' or 'spread'"),
+        ("scaling.max_failures=-1", "scaling.max_failures: must be >= 0"),
+        ("storage.path=runs/here", "storage.path: a local path must be absolute, got 'runs/here'"),
+        ("storage.path=ftp://host/runs", "storage.path: allowed schemes: s3://, gs://"),
+        ("storage.shared=true", "storage.shared: only a `storage.path` can be declared shared"),
         ("data.augment.hflip_p=2", "data.augment.hflip_p: must be <= 1.0, got 2"),
         ("data.batch_size=255", "data.batch_size: must be a multiple of scaling.num_workers (2)"),
     ],
@@ -176,3 +186,25 @@ def test_width_on_conv4_and_no_width_elsewhere_are_valid() -> None:
     assert load_job(QUICKSTART, ["model.backbone=conv4", "model.width=32"]).model.width == 32
     unsized = load_job(QUICKSTART, ["model.backbone=resnet18", "model.width=null"])
     assert unsized.model.width is None
+
+
+def test_elastic_workers_take_every_count_in_their_range() -> None:
+    job = load_job(QUICKSTART, ["scaling.num_workers=[1,2]"])
+    assert job.scaling.num_workers == (1, 2)
+    assert list(job.scaling.worker_counts) == [1, 2]
+    assert job.scaling.max_workers == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "shared"),
+    [
+        ([], False),
+        (["storage.path=/mnt/nfs/runs"], False),
+        (["storage.path=/mnt/nfs/runs", "storage.shared=true"], True),
+        (["storage.path=s3://bucket/runs"], True),
+    ],
+)
+def test_only_object_stores_and_declared_mounts_are_shared(
+    overrides: list[str], shared: bool
+) -> None:
+    assert load_job(QUICKSTART, overrides).storage.is_shared is shared

@@ -21,6 +21,7 @@ LAYERS = {
     "config": 3,
     "eval": 4,
     "runs": 5,
+    "storage": 5,
     "train": 6,
     "tune": 7,
     "cluster": 7,

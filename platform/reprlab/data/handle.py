@@ -6,6 +6,7 @@ the manifest and rereading shards by path."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,14 @@ class DatasetHandle:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def digest(self) -> str:
+        """A 16-hex-digit fingerprint of the data: SHA-256 over every shard's file, split and
+        checksum in the manifest, so any changed shard or re-split gives another digest."""
+        entries = sorted((s["file"], s["split"], s["sha256"]) for s in self.manifest["shards"])
+        text = "\n".join(" ".join(entry) for entry in entries)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -6,21 +6,33 @@ Ray Train only world rank 0 writes metrics to that run (by id, through MlflowCli
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform as host
+import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import mlflow
 import mlflow.pytorch
 import torch
-from mlflow.entities import Metric, Param
+from mlflow import entities
+from mlflow.entities import Metric, Param, SourceType
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_DATASET_CONTEXT,
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_GIT_DIRTY,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+)
 
 from reprlab.home import reprlab_home
 
@@ -39,8 +51,9 @@ def tracking_uri(configured: str | None = None) -> str:
     return f"sqlite:///{(home / 'mlflow.db').resolve()}"
 
 
-def git_commit(cwd: Path | None = None) -> str:
-    """The commit of the working tree (suffixed '-dirty' with local changes), or 'unknown'."""
+def git_tags(cwd: Path | None = None) -> dict[str, str]:
+    """MLflow's source tags for the working tree's commit and whether it has local changes
+    (`mlflow.source.git.commit`, `mlflow.source.git.dirty`); none outside a git checkout."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
@@ -53,8 +66,20 @@ def git_commit(cwd: Path | None = None) -> str:
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{commit}-dirty" if dirty else commit
+        return {}
+    return {MLFLOW_GIT_COMMIT: commit, MLFLOW_GIT_DIRTY: str(bool(dirty)).lower()}
+
+
+def source_tags() -> dict[str, str]:
+    """The run's source as MLflow records a local script's (entry point, type LOCAL, git
+    commit), plus the whole command line, which MLflow does not keep."""
+    entry = sys.argv[0] if sys.argv and sys.argv[0] else "<console>"
+    return {
+        MLFLOW_SOURCE_NAME: entry,
+        MLFLOW_SOURCE_TYPE: SourceType.to_string(SourceType.LOCAL),
+        "reprlab.command": shlex.join(sys.argv),
+        **git_tags(),
+    }
 
 
 def package_versions() -> dict[str, str]:
@@ -68,17 +93,59 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _experiment_id(name: str, uri: str) -> str:
-    """The experiment's id, created on first use. With a local SQLite store its artifacts go to
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""The kind MLflow records for an experiment of model training, not GenAI. MLflow 3.17's own
+UI still opens any experiment on its GenAI overview unless the address asks for
+`workflowType=machine_learning`, as `tracking.ui.runs_view_url` does."""
+
+
+@dataclass(frozen=True)
+class DatasetInput:
+    """The data a run trains on, as MLflow's runs table shows it: the dataset's name, where it
+    lives (a folder or URI), a digest of its content, and its rows per split."""
+
+    name: str
+    source: str
+    digest: str
+    split_sizes: dict[str, int]
+
+
+def ensure_experiment(name: str, uri: str) -> str:
+    """The experiment's id, created on first use and tagged as model development (an existing
+    one without a kind gets the tag too). With a local SQLite store its artifacts go to
     $REPRLAB_HOME/artifacts (MLflow's default, ./mlruns, would follow the working directory);
     an MLflow server chooses its own artifact store."""
-    experiment = mlflow.get_experiment_by_name(name)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            client.set_experiment_tag(
+                experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+            )
         return experiment.experiment_id
     location = None
     if uri.startswith("sqlite:"):
         location = (reprlab_home() / "artifacts").resolve().as_uri()
-    return mlflow.create_experiment(name, artifact_location=location)
+    return client.create_experiment(
+        name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+    )
+
+
+def _log_dataset(client: MlflowClient, run_id: str, dataset: DatasetInput) -> None:
+    """Log `dataset` as the run's training input (MLflow's Dataset column and filters)."""
+    scheme = urlsplit(dataset.source).scheme
+    source_type = "local" if scheme in ("", "file") else scheme
+    profile = {"num_rows": sum(dataset.split_sizes.values()), "split_sizes": dataset.split_sizes}
+    entity = entities.Dataset(
+        name=dataset.name,
+        digest=dataset.digest,
+        source_type=source_type,
+        source=json.dumps({"uri": dataset.source}),
+        profile=json.dumps(profile),
+    )
+    context = entities.InputTag(MLFLOW_DATASET_CONTEXT, "training")
+    client.log_inputs(run_id, datasets=[entities.DatasetInput(entity, tags=[context])])
 
 
 def start_run(
@@ -90,23 +157,27 @@ def start_run(
     tags: dict[str, str],
     uri: str,
     run_id: str | None = None,
+    dataset: DatasetInput | None = None,
 ) -> str:
     """Open (or reopen, when resuming) a run with its params, its config as `config/job.yaml`,
-    the commit, the package versions and `tags`; returns the run id. The run stays RUNNING until
-    `end_run` (or `tracked`) closes it."""
+    its source (MLflow's tags), the package versions, `tags` and its training `dataset`;
+    returns the run id. A reopened run keeps what it was opened with. The run stays RUNNING
+    until `end_run` (or `tracked`) closes it."""
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     if run_id is not None:
         client.update_run(run_id, status="RUNNING")
         return run_id
-    tags = {**tags, "git.commit": git_commit(), "mlflow.source.name": " ".join(sys.argv)}
+    tags = {**tags, **source_tags()}
     tags.update({f"version.{name}": value for name, value in package_versions().items()})
-    run = client.create_run(_experiment_id(experiment, uri), run_name=run_name, tags=tags)
+    run = client.create_run(ensure_experiment(experiment, uri), run_name=run_name, tags=tags)
     run_id = run.info.run_id
     client.log_batch(
         run_id, params=[Param(key, str(value)) for key, value in params.items()], synchronous=True
     )
     client.log_text(run_id, config_yaml, "config/job.yaml")
+    if dataset is not None:
+        _log_dataset(client, run_id, dataset)
     return run_id
 
 

@@ -12,9 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from reprlab.runs import STATE_FILE
-
-POSITION_FILE = "train_state.json"
+from reprlab.storage import POSITION_FILE, STATE_FILE
 
 
 @dataclass
@@ -38,18 +36,6 @@ def save_checkpoint(
     torch.save(payload, path)
     (Path(directory) / POSITION_FILE).write_text(json.dumps(asdict(state)))
     return path
-
-
-def epoch_to_resume(storage: Path) -> int:
-    """The epochs the newest checkpoint of a run folder has finished (0 when it has none): where
-    a relaunched or restarted run continues. Ray Train names checkpoints checkpoint_<time>."""
-    found = sorted(Path(storage).glob(f"checkpoint_*/{POSITION_FILE}"))
-    return checkpoint_epoch(found[-1].parent) if found else 0
-
-
-def checkpoint_epoch(directory: Path) -> int:
-    """The epochs finished by the checkpoint in `directory`."""
-    return json.loads((Path(directory) / POSITION_FILE).read_text())["epoch"]
 
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:

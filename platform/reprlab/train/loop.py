@@ -19,7 +19,6 @@ from reprlab.config import JobConfig
 from reprlab.distributed import average_gradients, sum_across_workers, world_info
 from reprlab.eval.online import TrainingModule
 from reprlab.models.norm import global_batch_norm
-from reprlab.tracking.mlflow import RankZeroLogger
 from reprlab.train.build import make_training_module
 from reprlab.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from reprlab.train.monitors import EpochMonitors
@@ -34,17 +33,15 @@ PROGRESS_EVERY = 5
 @dataclass
 class WorkerPlan:
     """Everything a Train worker needs, built on the driver: the job, its batch source and
-    monitors, the dataset's channels and classes, and where to log (the MLflow run and the
-    driver's progress board, when there are); what runs the loop (Ray Train, or a single-process
-    Tune trial) and values logged with every epoch (a PBT trial's schedule)."""
+    monitors, the dataset's channels and classes, the driver's progress board (when there is
+    one); what runs the loop and receives its epochs (Ray Train, or a single-process Tune trial)
+    and values reported with every epoch (a PBT trial's schedule)."""
 
     job: JobConfig
     source: BatchSource
     monitors: EpochMonitors
     in_chans: int
     num_classes: int
-    tracking_uri: str
-    run_id: str | None = None
     progress: ray.actor.ActorHandle | None = None
     session: TrainSession = field(default_factory=TrainSession)
     epoch_constants: dict[str, float] = field(default_factory=dict)
@@ -72,6 +69,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state = load_checkpoint(Path(directory), module, optimizer)
         session.restored(module, state.epoch)
     world = world_info()[1]
+    nodes = session.nodes()
     if world > 1 and job.model.global_bn:
         global_batch_norm(module, job.scaling.use_gpu)
     model = session.prepare_model(module, method.ddp)
@@ -80,7 +78,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     steps_per_epoch = source.steps_per_epoch(world)
     total_steps = steps_per_epoch * job.optim.epochs
     warmup_steps = int(job.optim.warmup_epochs * steps_per_epoch)
-    logger = RankZeroLogger(plan.run_id, plan.tracking_uri, rank)
     progress = plan.progress if rank == 0 else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=job.scaling.use_gpu)
 
@@ -122,11 +119,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "train/lr": lr,
             "train/images_per_s": images / elapsed,
             "train/epoch_time_s": elapsed,
+            "train/workers": world,
+            "train/nodes": nodes,
         }
         metrics |= plan.monitors.metrics(state.epoch, module, device) | plan.epoch_constants
         if rank == 0:
             metrics |= source.epoch_metrics()
-        logger.log(metrics, step=state.epoch)  # first: a Tune scheduler may stop us in report
         _report(session, metrics, module, optimizer, state, rank)
         if progress is not None:
             progress.epoch_end.remote(metrics)

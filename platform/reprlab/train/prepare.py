@@ -10,7 +10,7 @@ from pathlib import Path
 from reprlab.config import ConfigError, JobConfig
 from reprlab.data.episodes import EpisodeSpec, episodes_problem
 from reprlab.data.handle import DatasetHandle
-from reprlab.runs import RunRecord, run_to_resume, runs_root
+from reprlab.runs import RunRecord, run_checkpoints, run_to_resume, runs_root
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,11 @@ class PreparedRun:
     run_name: str
     storage: Path
     resumed: RunRecord | None = None
+
+    @property
+    def checkpoints(self) -> str:
+        """The folder or URI Ray Train writes the run's checkpoints to."""
+        return run_checkpoints(self.job, self.run_name)
 
 
 def prepare(

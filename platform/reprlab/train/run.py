@@ -16,9 +16,16 @@ from rich.console import Console
 from reprlab.config import ConfigError, flatten, to_yaml
 from reprlab.eval.features import evaluate_encoder
 from reprlab.methods import Method
-from reprlab.runs import RunRecord
-from reprlab.tracking.mlflow import log_encoder, start_run, tracked, tracking_uri
+from reprlab.runs import LOG_FILE, RunRecord
+from reprlab.tracking.mlflow import (
+    DatasetInput,
+    log_encoder,
+    start_run,
+    tracked,
+    tracking_uri,
+)
 from reprlab.train.build import load_trained_method
+from reprlab.train.placement import check_fits_cluster
 from reprlab.train.prepare import PreparedRun
 from reprlab.train.progress import LiveProgress
 from reprlab.train.session import RaySession
@@ -36,10 +43,17 @@ class RunSummary:
 
 def open_record(prepared: PreparedRun, tags: dict[str, str] | None = None) -> RunRecord:
     """Start the record phase: open the run's MLflow run (reopen it when resuming) with the
-    resolved config, provenance and tags (plus `tags`, e.g. a sweep trial's parent run), and
-    write the run record into the run's folder."""
+    resolved config, provenance, its dataset as training input and tags (plus `tags`, e.g. a
+    sweep trial's parent run), and write the run record into the run's folder."""
     job = prepared.job
     uri = tracking_uri(job.tracking.tracking_uri)
+    data = prepared.dataset
+    dataset = DatasetInput(
+        name=data.name,
+        source=str(data.path.resolve()),
+        digest=data.digest,
+        split_sizes={split: data.rows(split) for split in data.splits},
+    )
     run_id = start_run(
         job.tracking.experiment,
         prepared.run_name,
@@ -48,6 +62,7 @@ def open_record(prepared: PreparedRun, tags: dict[str, str] | None = None) -> Ru
         tags={"reprlab.job": job.name, "reprlab.method": job.method, **(tags or {})},
         uri=uri,
         run_id=prepared.resumed.mlflow_run_id if prepared.resumed else None,
+        dataset=dataset,
     )
     record = RunRecord(
         run_name=prepared.run_name,
@@ -89,14 +104,17 @@ def run_prepared(
 ) -> RunSummary:
     """Record, fit, evaluate and record again; the MLflow run ends FINISHED, or FAILED with its
     last checkpoint kept. With `console`, training shows a live progress display there.
-    ConfigError, before anything is recorded, for a job a whole run cannot finish."""
-    if prepared.job.scaling.num_workers == 0:
+    ConfigError, before anything is recorded, for a job a whole run cannot finish (on this
+    cluster)."""
+    if prepared.job.scaling.max_workers == 0:
         raise ConfigError(
             "scaling.num_workers: a whole run needs >= 1 Ray Train worker (0 runs the loop "
             "in-process, as tests do, and keeps no checkpoint to evaluate), got 0"
         )
-    record = open_record(prepared)
     job = prepared.job
+    with RaySession(prepared.storage / LOG_FILE, verbose):
+        check_fits_cluster(job, tracking_uri(job.tracking.tracking_uri))
+    record = open_record(prepared)
     with tracked(record.mlflow_run_id, record.tracking_uri):
         with mlflow.start_run(run_id=record.mlflow_run_id):
             log_preview(prepared)

@@ -10,12 +10,32 @@ import ray.train
 from ray.train.torch import TorchTrainer
 
 from reprlab.data.pipeline import ingest_options
+from reprlab.runs import checkpoint_root
+from reprlab.tracking.mlflow import RankZeroLogger
 from reprlab.train.loop import WorkerPlan, train_loop_per_worker
 from reprlab.train.monitors import EpochMonitors
 from reprlab.train.prepare import PreparedRun
 from reprlab.train.sources import batch_source
 from reprlab.train.sources.base import GenDataset
 from reprlab.train.worker_session import TrainSession
+
+
+class EpochLogger(ray.train.UserCallback):
+    """Records each epoch's metrics (world rank 0's) in the MLflow run once Ray Train has
+    persisted that epoch's checkpoint: a worker group restarted after a failure repeats only
+    epochs that were never recorded, so every epoch is in the run exactly once."""
+
+    def __init__(self, run_id: str, tracking_uri: str) -> None:
+        self.run_id, self.tracking_uri = run_id, tracking_uri
+
+    def after_report(
+        self,
+        run_context: object,
+        metrics: list[dict[str, float]],
+        checkpoint: ray.train.Checkpoint | None,
+    ) -> None:
+        epoch = metrics[0]
+        RankZeroLogger(self.run_id, self.tracking_uri, rank=0).log(epoch, step=int(epoch["epoch"]))
 
 
 def build_trainer(
@@ -25,7 +45,8 @@ def build_trainer(
     callbacks: list[ray.train.UserCallback] | None = None,
 ) -> TorchTrainer:
     """The TorchTrainer of `plan` over `datasets`; a restart with the same run name resumes from
-    the latest checkpoint in `prepared.storage`."""
+    the latest checkpoint in `prepared.checkpoints`, as does a worker group Train restarts after
+    a failure (up to `scaling.max_failures` times)."""
     scaling = prepared.job.scaling
     return TorchTrainer(
         train_loop_per_worker,
@@ -34,6 +55,7 @@ def build_trainer(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
             resources_per_worker=None if scaling.use_gpu else {"CPU": scaling.cpus_per_worker},
+            placement_strategy=scaling.placement.upper(),
         ),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(
@@ -41,8 +63,9 @@ def build_trainer(
         ),
         run_config=ray.train.RunConfig(
             name=prepared.run_name,
-            storage_path=str(prepared.storage.parent),
+            storage_path=checkpoint_root(prepared.job),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            failure_config=ray.train.FailureConfig(max_failures=scaling.max_failures),
             callbacks=callbacks or [],
         ),
     )
@@ -62,11 +85,13 @@ def fit(
     progress to the `progress` board, the loop run through `session`: Ray Train's by default, with
     `epoch_constants` added to each); the batch source's helpers are released afterwards."""
     session = session or TrainSession()
+    if run_id is not None:  # first: a Tune scheduler may stop the trial in its own callback
+        callbacks = [EpochLogger(run_id, tracking_uri), *(callbacks or [])]
     job, dataset = prepared.job, prepared.dataset
     source = batch_source(job, dataset)
     monitors = EpochMonitors(job, dataset)
     try:
-        first_epoch = partial(session.first_epoch, prepared.storage)
+        first_epoch = partial(session.first_epoch, prepared.checkpoints)
         datasets = source.ray_datasets(first_epoch) | monitors.ray_datasets()
         plan = WorkerPlan(
             job=job,
@@ -74,8 +99,6 @@ def fit(
             monitors=monitors,
             in_chans=dataset.in_chans,
             num_classes=dataset.num_classes,
-            tracking_uri=tracking_uri,
-            run_id=run_id,
             progress=progress,
             session=session,
             epoch_constants=epoch_constants or {},

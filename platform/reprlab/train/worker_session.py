@@ -5,25 +5,29 @@ through its own session, as Ray's Train API refuses to be called inside a Tune t
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import ray.train
 import ray.train.torch
 import torch
 
-from reprlab.train.checkpoint import epoch_to_resume
+from reprlab.distributed import gather_objects
+from reprlab.storage import epoch_to_resume
 
 
 class TrainSession:
     """A Ray Train worker: rank and device from Train, DDP where the method wants it, every
-    rank reports (a barrier), Train persists rank 0's checkpoint in the run folder, and a
-    relaunched run resumes from the newest one there."""
+    rank reports (a barrier), Train persists rank 0's checkpoint in the run's storage (and the
+    driver's EpochLogger records the epoch only then), and a relaunched or restarted worker
+    group resumes from the newest checkpoint there."""
 
     def rank(self) -> int:
         return ray.train.get_context().get_world_rank()
 
     def device(self) -> torch.device:
         return ray.train.torch.get_device()
+
+    def nodes(self) -> int:
+        """How many Ray nodes the worker group spans (collective: every rank calls it)."""
+        return len(set(gather_objects(ray.get_runtime_context().get_node_id())))
 
     def prepare_model(self, module: torch.nn.Module, ddp: bool) -> torch.nn.Module:
         return ray.train.torch.prepare_model(module, parallel_strategy="ddp" if ddp else None)
@@ -37,6 +41,7 @@ class TrainSession:
     def restored(self, module: torch.nn.Module, epoch: int) -> None:
         """Called after the loop loaded a checkpoint's weights into `module`."""
 
-    def first_epoch(self, storage: Path) -> int:
-        """The epoch training starts at: the newest checkpoint's in the run folder `storage`."""
-        return epoch_to_resume(storage)
+    def first_epoch(self, checkpoints: str) -> int:
+        """The epoch training starts at: the newest checkpoint's among the run's `checkpoints`
+        (a folder or URI)."""
+        return epoch_to_resume(checkpoints)

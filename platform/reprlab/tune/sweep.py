@@ -170,7 +170,7 @@ def plan_sweep(settings: SweepSettings, name: str | None = None) -> SweepPlan:
     if settings.search not in SEARCHES:
         raise ConfigError(f"--search: allowed: {', '.join(SEARCHES)}, got {settings.search!r}")
     if scheduler == "pbt":
-        if job.scaling.num_workers > 1:
+        if job.scaling.max_workers > 1:
             raise ConfigError(
                 f"{settings.job_file}: scaling.num_workers: --scheduler pbt runs each trial in "
                 "one process (PBT exploits the checkpoints only such a trial reports to Tune); "
@@ -199,7 +199,7 @@ def trial_budget(plan: SweepPlan) -> dict[str, float]:
     """Resources one trial holds at once: its Train workers (or its own process) and the CPUs
     its Ray Data pipeline may use beside them."""
     scaling = plan.job.scaling
-    workers = 1 if plan.single_process else max(1, scaling.num_workers)
+    workers = 1 if plan.single_process else max(1, scaling.max_workers)
     data_cpus = max(plan.job.data.data_cpus, DATA_TASK_CPUS)
     cpus = (0 if scaling.use_gpu else workers * scaling.cpus_per_worker) + data_cpus
     return {"CPU": cpus, "GPU": workers if scaling.use_gpu else 0}

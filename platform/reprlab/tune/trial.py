@@ -23,8 +23,10 @@ from reprlab.config import JobConfig
 from reprlab.home import HOME_VARIABLE
 from reprlab.methods import Method
 from reprlab.runs import RunRecord
+from reprlab.storage import checkpoint_epoch
+from reprlab.tracking.mlflow import RankZeroLogger
 from reprlab.train.build import load_trained_method
-from reprlab.train.checkpoint import checkpoint_digest, checkpoint_epoch, weights_digest
+from reprlab.train.checkpoint import checkpoint_digest, weights_digest
 from reprlab.train.prepare import PreparedRun, prepare
 from reprlab.train.run import evaluate, open_record, trained_method
 from reprlab.train.session import quiet_ray_data
@@ -71,12 +73,16 @@ class TuneSession(TrainSession):
     evaluation finds it); it starts from the checkpoint Tune hands it, the donor's after an
     exploit, and records each restore in the run folder."""
 
-    def __init__(self, storage: Path, use_gpu: bool) -> None:
+    def __init__(self, storage: Path, use_gpu: bool, logger: RankZeroLogger) -> None:
         self.storage = storage
         self.use_gpu = use_gpu
+        self.logger = logger
 
     def rank(self) -> int:
         return 0
+
+    def nodes(self) -> int:
+        return 1
 
     def device(self) -> torch.device:
         return torch.device("cuda" if self.use_gpu else "cpu")
@@ -88,6 +94,7 @@ class TuneSession(TrainSession):
         return ray.tune.get_checkpoint()
 
     def report(self, metrics: dict[str, float], checkpoint: ray.tune.Checkpoint | None) -> None:
+        self.logger.log(metrics, step=int(metrics["epoch"]))  # first: PBT may stop us in report
         if checkpoint is not None:
             shutil.copytree(checkpoint.path, self.storage / LAST_CHECKPOINT, dirs_exist_ok=True)
             epoch = checkpoint_epoch(Path(checkpoint.path))
@@ -102,7 +109,7 @@ class TuneSession(TrainSession):
         with (self.storage / WEIGHTS_TRACE).open("a") as trace:
             trace.write(json.dumps(line) + "\n")
 
-    def first_epoch(self, storage: Path) -> int:
+    def first_epoch(self, checkpoints: str) -> int:
         checkpoint = ray.tune.get_checkpoint()
         if checkpoint is None:
             return 0
@@ -161,11 +168,11 @@ def _fit_in_process(prepared: PreparedRun, record: RunRecord, config: dict[str, 
         for key, value in config.items()
         if isinstance(value, int | float)
     }
+    logger = RankZeroLogger(record.mlflow_run_id, record.tracking_uri, rank=0)
     fit(
         prepared,
         tracking_uri=record.tracking_uri,
-        run_id=record.mlflow_run_id,
-        session=TuneSession(record.storage, prepared.job.scaling.use_gpu),
+        session=TuneSession(record.storage, prepared.job.scaling.use_gpu, logger),
         epoch_constants=schedule,
     )
     return load_trained_method(record, record.storage / LAST_CHECKPOINT)

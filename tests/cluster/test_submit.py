@@ -1,0 +1,112 @@
+"""`reprlab submit` to a real two-node Ray cluster with token auth, an MLflow server with basic
+auth and an S3 endpoint as shared storage: the job runs spread over both nodes, and its run,
+metrics, pictures, model and checkpoints are found where a user would look."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from .ray_cluster import RayCluster
+from .servers import MlflowServer, S3Endpoint, server_environ
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
+JOB_TIMEOUT_S = 600
+SHORT_JOB = [
+    "optim.epochs=2",
+    "optim.warmup_epochs=0",
+    "scaling.placement=spread",
+    "storage.path=s3://reprlab/runs",
+]
+
+
+def reprlab(args: list[str], env: Mapping[str, str], timeout: float = JOB_TIMEOUT_S):
+    """Run the `reprlab` command from the project folder with `env` (and no ambient AWS or
+    MLflow settings); its completed process."""
+    return subprocess.run(
+        [sys.executable, "-m", "reprlab.cli", *args],
+        cwd=REPO,
+        env=server_environ(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def tracking(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
+    """A client of the MLflow server with its credentials."""
+    for key, value in mlflow_server.env.items():
+        monkeypatch.setenv(key, value)
+    return MlflowClient(mlflow_server.url)
+
+
+def only_run(client: MlflowClient, experiment: str):
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no experiment {experiment!r} on the server"
+    runs = client.search_runs([found.experiment_id])
+    assert len(runs) == 1, [run.info.run_name for run in runs]
+    return found, runs[0]
+
+
+def test_a_submitted_job_spreads_over_two_nodes_records_to_the_server_and_checkpoints_to_s3(
+    cluster: RayCluster, s3: S3Endpoint, mlflow_server: MlflowServer, tracking: MlflowClient
+) -> None:
+    env = {**cluster.client_env, **mlflow_server.env}
+    job = [*SHORT_JOB, "tracking.experiment=cluster-submit"]
+    done = reprlab(["submit", "jobs/quickstart.yaml", "--follow", *job], env)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "SUCCEEDED" in output
+
+    experiment, run = only_run(tracking, "cluster-submit")
+    assert run.info.status == "FINISHED"
+    assert f"#/experiments/{experiment.experiment_id}" in output  # the link printed at submit
+    losses = tracking.get_metric_history(run.info.run_id, "train/loss")
+    assert sorted(metric.step for metric in losses) == [1, 2]
+    nodes = tracking.get_metric_history(run.info.run_id, "train/nodes")
+    assert {metric.value for metric in nodes} == {2.0}, "the 2 workers were not spread"
+    assert run.data.metrics["eval/linear_probe_acc"] > 0.5
+    pictures = [a.path for a in tracking.list_artifacts(run.info.run_id, "augment")]
+    assert pictures == ["augment/view_pairs.png"]
+    models = tracking.search_logged_models(experiment_ids=[experiment.experiment_id])
+    assert [model.source_run_id for model in models] == [run.info.run_id]
+
+    listing = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=f"runs/{run.info.run_name}/")
+    keys = [item["Key"] for item in listing.get("Contents", [])]
+    assert any(key.endswith("/state.pt") and "/checkpoint_" in key for key in keys), keys
+
+
+def test_a_bad_job_never_reaches_the_cluster(cluster: RayCluster) -> None:
+    done = reprlab(["submit", "jobs/quickstart.yaml", "optim.epochs=0"], cluster.client_env, 60)
+    assert done.returncode == 2
+    assert "optim.epochs: must be > 0" in done.stdout
+    assert "submitted" not in done.stdout
+
+
+def test_a_wrong_or_missing_token_fails_in_one_line_naming_where_it_looked(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text("0" * 64)
+    refused = reprlab(
+        ["jobs", "list"], {**cluster.client_env, "RAY_AUTH_TOKEN_PATH": str(wrong)}, 60
+    )
+    assert refused.returncode == 2
+    assert f"refused the Ray token from $RAY_AUTH_TOKEN_PATH={wrong}" in refused.stdout
+    assert len(refused.stdout.strip().splitlines()) == 1
+
+    home = tmp_path / "home"
+    home.mkdir()
+    missing_env = {"RAY_ADDRESS": cluster.dashboard, "HOME": str(home)}
+    missing = reprlab(["jobs", "list"], missing_env, 60)
+    assert missing.returncode == 2
+    assert "requires a Ray token and none was found" in missing.stdout
+    assert "$RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH" in missing.stdout
