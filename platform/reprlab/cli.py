@@ -142,12 +142,14 @@ def run(
 ) -> None:
     """Train a job on Ray, evaluate its encoder, log everything to MLflow."""
     from reprlab.config import ConfigError, load_job
+    from reprlab.signals import sigterm_as_interrupt
     from reprlab.train.prepare import prepare
     from reprlab.train.run import run_prepared
 
     try:
         prepared = prepare(load_job(job_file, overrides or []), resume=resume)
-        summary = run_prepared(prepared, console=console, verbose=verbose)
+        with sigterm_as_interrupt():  # `reprlab jobs stop`: the run ends FAILED, with why
+            summary = run_prepared(prepared, console=console, verbose=verbose)
     except ConfigError as error:
         _fail(str(error))
     record = summary.record
@@ -311,6 +313,7 @@ def tune(
     """Search a job's hyperparameters with Ray Tune: one whole run per trial, one MLflow parent
     run per sweep with a child per trial."""
     from reprlab.config import ConfigError
+    from reprlab.signals import sigterm_as_interrupt
     from reprlab.tune.run import SweepInterrupted, run_sweep
     from reprlab.tune.sweep import SweepRecord, SweepSettings, plan_sweep
 
@@ -351,7 +354,8 @@ def tune(
     if dry_run:
         return
     try:
-        summary = run_sweep(plan, console=console, verbose=verbose, resumed=resumed)
+        with sigterm_as_interrupt():
+            summary = run_sweep(plan, console=console, verbose=verbose, resumed=resumed)
     except ConfigError as error:
         _fail(str(error))
     except SweepInterrupted as interrupted:

@@ -4,13 +4,18 @@ metrics, pictures, model and checkpoints are found where a user would look."""
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+
+from reprlab.tracking.mlflow import FAILURE_TAG
 
 from .ray_cluster import RayCluster
 from .servers import MlflowServer, S3Endpoint, server_environ
@@ -110,3 +115,105 @@ def test_a_wrong_or_missing_token_fails_in_one_line_naming_where_it_looked(
     assert missing.returncode == 2
     assert "requires a Ray token and none was found" in missing.stdout
     assert "$RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH" in missing.stdout
+
+
+def submitted_id(follower: subprocess.Popen, timeout: float = 120) -> str:
+    """The submission id `reprlab submit` prints, read from its output as it comes."""
+    deadline = time.monotonic() + timeout
+    for line in follower.stdout:
+        if match := re.search(r"submitted (raysubmit_\w+)", line):
+            return match.group(1)
+        assert time.monotonic() < deadline, "reprlab submit printed no submission id"
+    raise AssertionError(f"reprlab submit ended ({follower.wait()}) without a submission id")
+
+
+def wait_for_epoch(client: MlflowClient, experiment: str, epoch: int, timeout: float) -> None:
+    """Until the experiment's run has recorded `epoch` (its train/loss at that step)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([found.experiment_id]) if found else []
+        if runs and runs[0].data.metrics.get("epoch", 0) >= epoch:
+            return
+        time.sleep(1)
+    raise AssertionError(f"no run of {experiment!r} reached epoch {epoch} in {timeout:.0f}s")
+
+
+def test_a_job_outlives_its_follower_and_resumes_after_losing_a_node(
+    cluster: RayCluster, mlflow_server: MlflowServer, tracking: MlflowClient
+) -> None:
+    env = {**cluster.client_env, **mlflow_server.env}
+    job = [
+        *SHORT_JOB,
+        "optim.epochs=4",
+        "scaling.max_failures=1",
+        "tracking.experiment=cluster-lost-node",
+    ]
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "reprlab.cli", "submit", "jobs/quickstart.yaml", "--follow", *job],
+        cwd=REPO,
+        env=server_environ(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        submission = submitted_id(follower)
+        follower.send_signal(signal.SIGINT)  # the user's Ctrl-C: stop following, not the job
+        rest, _ = follower.communicate(timeout=60)
+    finally:
+        follower.kill()
+    assert follower.returncode == 130, rest[-2000:]
+    assert f"reprlab jobs logs {submission} --follow" in rest
+    status = reprlab(["jobs", "status", submission], env, 60)
+    assert status.stdout.startswith(f"{submission}: RUNNING") or "PENDING" in status.stdout
+
+    wait_for_epoch(tracking, "cluster-lost-node", 1, timeout=400)
+    lost = cluster.workers[-1]
+    cluster.kill_worker(lost)
+    cluster.workers.remove(lost)
+
+    resumed = reprlab(["jobs", "logs", submission, "--follow"], env)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
+    assert f"{submission}: SUCCEEDED" in resumed.stdout
+    _, run = only_run(tracking, "cluster-lost-node")
+    assert run.info.status == "FINISHED"
+    for key in ("train/loss", "epoch", "online_linear_acc"):
+        steps = [m.step for m in tracking.get_metric_history(run.info.run_id, key)]
+        assert sorted(steps) == [1, 2, 3, 4], f"{key}: {sorted(steps)}"
+    nodes = {m.step: m.value for m in tracking.get_metric_history(run.info.run_id, "train/nodes")}
+    assert nodes[1] == 2.0 and nodes[4] == 1.0, nodes
+    cluster.add_worker()  # the next test gets the two nodes back
+
+
+def test_a_run_ray_cannot_recover_ends_failed_with_why_and_keeps_its_checkpoint(
+    cluster: RayCluster, s3: S3Endpoint, mlflow_server: MlflowServer, tracking: MlflowClient
+) -> None:
+    env = {**cluster.client_env, **mlflow_server.env}
+    job = [
+        *SHORT_JOB,
+        "optim.epochs=6",
+        "scaling.max_failures=0",
+        "eval.linear_probe=false",
+        "eval.knn=false",
+        "tracking.log_model=false",
+        "tracking.experiment=cluster-unrecoverable",
+    ]
+    submitted = reprlab(["submit", "jobs/quickstart.yaml", *job], env, 120)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    submission = re.search(r"submitted (raysubmit_\w+)", submitted.stdout).group(1)
+    wait_for_epoch(tracking, "cluster-unrecoverable", 1, timeout=400)
+    lost = cluster.workers[-1]
+    cluster.kill_worker(lost)
+    cluster.workers.remove(lost)
+
+    ended = reprlab(["jobs", "logs", submission, "--follow"], env)
+    assert ended.returncode == 1, (ended.stdout + ended.stderr)[-4000:]
+    assert f"{submission}: FAILED" in ended.stdout
+    _, run = only_run(tracking, "cluster-unrecoverable")
+    assert run.info.status == "FAILED"
+    assert run.data.tags[FAILURE_TAG].startswith(("TrainingFailedError", "WorkerGroupError"))
+    listing = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=f"runs/{run.info.run_name}/")
+    kept = [item["Key"] for item in listing.get("Contents", [])]
+    assert any(key.endswith("/state.pt") for key in kept), "the last checkpoint was not kept"
+    cluster.add_worker()

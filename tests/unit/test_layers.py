@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "platform" / "reprlab"
 LAYERS = {
     "home": 0,
     "distributed": 0,
+    "signals": 0,
     "data": 1,
     "augment": 1,
     "models": 1,
@@ -27,7 +28,7 @@ LAYERS = {
     "cluster": 7,
     "cli": 8,
 }
-SINKS = {"tracking": {"home"}}
+SINKS = {"tracking": {"home", "signals"}}
 """Parts any layer may import, each with the only parts it may import itself."""
 
 

@@ -17,8 +17,10 @@ from reprlab.data.handle import DatasetHandle
 from reprlab.tracking.mlflow import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
+    FAILURE_TAG,
     DatasetInput,
     RankZeroLogger,
+    failure_reason,
     git_tags,
     start_run,
     tracked,
@@ -80,8 +82,15 @@ def test_run_records_config_and_provenance_and_ends_finished(store: str, tmp_pat
 def test_a_run_that_raises_ends_failed(store: str) -> None:
     run_id = _start(JobConfig(name="t"), "t-crash", store)
     with pytest.raises(RuntimeError, match="boom"), tracked(run_id, store):
-        raise RuntimeError("boom")
-    assert MlflowClient(store).get_run(run_id).info.status == "FAILED"
+        raise RuntimeError("\nboom: the worker group died\n  Traceback (most recent call last):")
+    run = MlflowClient(store).get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags[FAILURE_TAG] == "RuntimeError: boom: the worker group died"
+
+
+def test_an_interrupted_run_says_so() -> None:
+    assert failure_reason(KeyboardInterrupt()) == "KeyboardInterrupt"
+    assert len(failure_reason(ValueError("x" * 2000))) == 500
 
 
 def test_a_new_experiment_opens_on_its_runs_in_mlflows_ui(store: str) -> None:

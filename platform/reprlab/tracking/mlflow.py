@@ -191,6 +191,10 @@ def run_name_of(run_id: str, uri: str | None = None) -> str | None:
         return None
 
 
+FAILURE_TAG = "reprlab.failure"
+FAILURE_REASON_CHARS = 500
+
+
 def end_run(run_id: str, uri: str, failed: bool) -> None:
     """Mark the run FINISHED or FAILED; never leave it RUNNING."""
     MlflowClient(uri).set_terminated(run_id, status="FAILED" if failed else "FINISHED")
@@ -198,14 +202,23 @@ def end_run(run_id: str, uri: str, failed: bool) -> None:
 
 @contextlib.contextmanager
 def tracked(run_id: str, uri: str) -> Iterator[None]:
-    """Run a block as the body of an MLflow run: FINISHED if it returns, FAILED if it raises
-    (the exception, KeyboardInterrupt included, still propagates)."""
+    """Run a block as the body of an MLflow run: FINISHED if it returns, FAILED if it raises,
+    with why in the `reprlab.failure` tag (the exception, KeyboardInterrupt included, still
+    propagates)."""
     try:
         yield
-    except BaseException:
+    except BaseException as error:
+        MlflowClient(uri).set_tag(run_id, FAILURE_TAG, failure_reason(error))
         end_run(run_id, uri, failed=True)
         raise
     end_run(run_id, uri, failed=False)
+
+
+def failure_reason(error: BaseException) -> str:
+    """One line saying why a run failed: the exception's type and its first non-empty line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    first = f": {lines[0]}" if lines else ""
+    return f"{type(error).__name__}{first}"[:FAILURE_REASON_CHARS]
 
 
 class RankZeroLogger:

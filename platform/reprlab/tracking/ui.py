@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,6 +17,7 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from reprlab.signals import sigterm_as_interrupt
 from reprlab.tracking.mlflow import ensure_experiment
 
 DEFAULT_EXPERIMENT = "quickstart"
@@ -99,25 +99,15 @@ def stop_process_group(process: subprocess.Popen, grace_s: float = 10.0) -> None
     process.wait()
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM handler: unwind as Ctrl-C does, so cleanup blocks run."""
-    raise KeyboardInterrupt
-
-
 @contextlib.contextmanager
 def local_ui(uri: str, port: int) -> Iterator[subprocess.Popen]:
     """`mlflow ui` over `uri` on 127.0.0.1:`port` for the block, in a process group of its own
     that is stopped whole when the block exits (Ctrl-C and SIGTERM included)."""
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
     command += ["--host", "127.0.0.1", "--port", str(port)]
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
-    try:
+    with sigterm_as_interrupt():
         server = subprocess.Popen(command, env=os.environ.copy(), start_new_session=True)
         try:
             yield server
         finally:
             stop_process_group(server)
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)

@@ -9,7 +9,7 @@ import ray.train
 import ray.train.torch
 import torch
 
-from reprlab.distributed import gather_objects
+from reprlab.distributed import gather_objects, world_info
 from reprlab.storage import epoch_to_resume
 
 
@@ -26,7 +26,10 @@ class TrainSession:
         return ray.train.torch.get_device()
 
     def nodes(self) -> int:
-        """How many Ray nodes the worker group spans (collective: every rank calls it)."""
+        """How many Ray nodes the worker group spans (collective: every rank calls it). One
+        worker spans one; asking Ray then would start it under an in-process run."""
+        if world_info()[1] == 1:
+            return 1
         return len(set(gather_objects(ray.get_runtime_context().get_node_id())))
 
     def prepare_model(self, module: torch.nn.Module, ddp: bool) -> torch.nn.Module:
