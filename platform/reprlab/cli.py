@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import shlex
+import shutil
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -39,7 +41,11 @@ def ingest(
         ),
     ],
     out: Annotated[
-        Path | None, typer.Option(help="root folder for datasets [default: $REPRLAB_HOME/datasets]")
+        str | None,
+        typer.Option(
+            help="root for datasets: a folder, or s3://BUCKET/PREFIX that every node of a "
+            "cluster reads [default: $REPRLAB_HOME/datasets]"
+        ),
     ] = None,
     seed: Annotated[
         int, typer.Option(help="seed of the split (rows, or imagefolder classes) and row order")
@@ -64,7 +70,9 @@ def ingest(
     from reprlab.data.catalog import EMBEDDED
     from reprlab.data.catalog import ingest as ingest_dataset
     from reprlab.data.manifest import load_manifest
+    from reprlab.data.remote import upload_dataset
     from reprlab.data.torchvision_sets import DOWNLOADABLE, ingest_download, ingest_imagefolder
+    from reprlab.storage import is_remote
 
     if name not in {*EMBEDDED, *DOWNLOADABLE, "imagefolder"}:
         _fail(
@@ -75,18 +83,25 @@ def ingest(
         _fail("--path DIR goes with imagefolder, and imagefolder needs it")
     if test_fraction is not None and name not in EMBEDDED:
         _fail(f"--test-fraction does not apply to '{name}': its splits are by class")
+    remote = out is not None and is_remote(out)
+    root = Path(tempfile.mkdtemp(prefix="reprlab-ingest-")) if remote else out and Path(out)
     try:
         if path is not None:
             target = ingest_imagefolder(
-                path, save_as or path.resolve().name, out, image_size=image_size, seed=seed
+                path, save_as or path.resolve().name, root, image_size=image_size, seed=seed
             )
         elif name in DOWNLOADABLE:
-            target = ingest_download(name, out, seed=seed, force=force)
+            target = ingest_download(name, root, seed=seed, force=force)
         else:
-            target = ingest_dataset(name, out, seed=seed, test_fraction=test_fraction, force=force)
-    except ValueError as error:
-        _fail(str(error))
-    splits = load_manifest(target)["splits"]
+            target = ingest_dataset(name, root, seed=seed, test_fraction=test_fraction, force=force)
+        splits = load_manifest(target)["splits"]
+        if remote:
+            target = upload_dataset(target, f"{out.rstrip('/')}/{target.name}")
+    except (ValueError, OSError) as error:
+        _fail(str(error).splitlines()[0])
+    finally:
+        if remote:
+            shutil.rmtree(root, ignore_errors=True)
     rows = ", ".join(f"{split} {info['count']}" for split, info in splits.items())
     classes = ", ".join(
         f"{split} {sum(n > 0 for n in info['per_class'].values())}"
@@ -525,12 +540,14 @@ def submit(
         submission_id = submit_job(client, submission)
     except ConfigError as error:
         _fail(str(error))
-    console.print(f"submitted [bold]{submission_id}[/bold] to {client.get_address()}")
-    console.print(f"MLflow: {link}", highlight=False)
-    if follow:
-        _follow(client, submission_id, address)
-    else:
-        console.print(f"follow it: reprlab jobs logs {submission_id} --follow", highlight=False)
+    try:  # from here on a Ctrl-C leaves the submitted job running
+        console.print(f"submitted [bold]{submission_id}[/bold] to {client.get_address()}")
+        console.print(f"MLflow: {link}", highlight=False)
+        if follow:
+            _follow(client, submission_id, address)
+    except KeyboardInterrupt:
+        _stopped_following(submission_id, address)
+    console.print(f"follow it: reprlab jobs logs {submission_id} --follow", highlight=False)
 
 
 def _check_sweep(job_file: Path, overrides: list[str], sweep: SweepOptions) -> None:
@@ -556,15 +573,19 @@ def _follow(client: JobSubmissionClient, submission_id: str, address: str | None
     try:
         status = follow(client, submission_id, lambda text: print(text, end="", flush=True))
     except KeyboardInterrupt:
-        hint = f" --address {address}" if address else ""
-        console.print(
-            f"\nstopped following; {submission_id} keeps running on the cluster: "
-            f"reprlab jobs logs {submission_id} --follow{hint}",
-            highlight=False,
-        )
-        raise typer.Exit(130) from None
+        _stopped_following(submission_id, address)
     console.print(f"{submission_id}: {status}", highlight=False)
     raise typer.Exit(exit_code(status))
+
+
+def _stopped_following(submission_id: str, address: str | None) -> NoReturn:
+    hint = f" --address {address}" if address else ""
+    console.print(
+        f"\nstopped following; {submission_id} keeps running on the cluster: "
+        f"reprlab jobs logs {submission_id} --follow{hint}",
+        highlight=False,
+    )
+    raise typer.Exit(130) from None
 
 
 def _client(address: str | None) -> JobSubmissionClient:

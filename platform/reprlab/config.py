@@ -7,6 +7,7 @@ file, the dotted key, the value and what is allowed.
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
@@ -148,6 +149,8 @@ class ScalingConfig(Strict):
         return self.worker_counts[-1]
 
 
+STORAGE_VARIABLE = "REPRLAB_STORAGE_PATH"
+"""A cluster's shared checkpoint root for every job (set on its nodes, e.g. from a Secret)."""
 REMOTE_SCHEMES = ("s3", "gs")
 """Object stores Ray Train persists checkpoints to (through pyarrow's filesystems)."""
 
@@ -157,13 +160,23 @@ class StorageConfig(Strict):
     reaches: an object store (s3://, gs://) or a mounted path declared `shared`."""
 
     path: str | None = Field(
-        None, description="checkpoint root: s3://bucket/prefix or a path [default: the runs folder]"
+        None,
+        description=f"checkpoint root: s3://bucket/prefix or a path [default: ${STORAGE_VARIABLE}"
+        ", else the runs folder]",
     )
     shared: bool = Field(False, description="the local `path` is mounted on every node (NFS)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_from_the_environment(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "path" not in data and os.environ.get(STORAGE_VARIABLE):
+            return {**data, "path": os.environ[STORAGE_VARIABLE]}
+        return data
 
     @model_validator(mode="after")
     def _path_is_a_uri_or_absolute(self) -> StorageConfig:
         path = self.path
+        origin = f" (from ${STORAGE_VARIABLE})" if path == os.environ.get(STORAGE_VARIABLE) else ""
         if path is None:
             if self.shared:
                 raise ValueError("shared: only a `storage.path` can be declared shared")
@@ -172,11 +185,11 @@ class StorageConfig(Strict):
             scheme = path.split("://", 1)[0]
             if scheme not in REMOTE_SCHEMES:
                 allowed = ", ".join(f"{name}://" for name in REMOTE_SCHEMES)
-                raise ValueError(f"path: allowed schemes: {allowed}, got {path!r}")
+                raise ValueError(f"path: allowed schemes: {allowed}, got {path!r}{origin}")
             if self.shared:
                 raise ValueError(f"shared: {path} is an object store; remove it")
         elif not Path(path).is_absolute():
-            raise ValueError(f"path: a local path must be absolute, got {path!r}")
+            raise ValueError(f"path: a local path must be absolute, got {path!r}{origin}")
         return self
 
     @property
@@ -229,7 +242,7 @@ class JobConfig(Strict):
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
     scaling: ScalingConfig = ScalingConfig()
-    storage: StorageConfig = StorageConfig()
+    storage: StorageConfig = Field(default_factory=dict, validate_default=True)  # reads the env
     eval: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
 

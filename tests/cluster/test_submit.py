@@ -30,6 +30,8 @@ SHORT_JOB = [
     "scaling.placement=spread",
     "storage.path=s3://reprlab/runs",
 ]
+NO_EVALUATION = ["eval.linear_probe=false", "eval.knn=false", "tracking.log_model=false"]
+"""For the tests of failures: the final evaluation is covered by the first test."""
 
 
 def reprlab(args: list[str], env: Mapping[str, str], timeout: float = JOB_TIMEOUT_S):
@@ -65,7 +67,10 @@ def test_a_submitted_job_spreads_over_two_nodes_records_to_the_server_and_checkp
     cluster: RayCluster, s3: S3Endpoint, mlflow_server: MlflowServer, tracking: MlflowClient
 ) -> None:
     env = {**cluster.client_env, **mlflow_server.env}
-    job = [*SHORT_JOB, "tracking.experiment=cluster-submit"]
+    uploaded = reprlab(["ingest", "mnist5k", "--out", "s3://reprlab/datasets"], s3.env, 120)
+    assert "-> s3://reprlab/datasets/mnist5k" in uploaded.stdout, uploaded.stdout + uploaded.stderr
+    dataset = "s3://reprlab/datasets/mnist5k"  # every node's Ray Data tasks read it from S3
+    job = [*SHORT_JOB, f"data.dataset={dataset}", "tracking.experiment=cluster-submit"]
     done = reprlab(["submit", "jobs/quickstart.yaml", "--follow", *job], env)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
@@ -79,6 +84,8 @@ def test_a_submitted_job_spreads_over_two_nodes_records_to_the_server_and_checkp
     nodes = tracking.get_metric_history(run.info.run_id, "train/nodes")
     assert {metric.value for metric in nodes} == {2.0}, "the 2 workers were not spread"
     assert run.data.metrics["eval/linear_probe_acc"] > 0.5
+    [used] = run.inputs.dataset_inputs
+    assert used.dataset.name == "mnist5k" and dataset in used.dataset.source
     pictures = [a.path for a in tracking.list_artifacts(run.info.run_id, "augment")]
     assert pictures == ["augment/view_pairs.png"]
     models = tracking.search_logged_models(experiment_ids=[experiment.experiment_id])
@@ -145,7 +152,8 @@ def test_a_job_outlives_its_follower_and_resumes_after_losing_a_node(
     env = {**cluster.client_env, **mlflow_server.env}
     job = [
         *SHORT_JOB,
-        "optim.epochs=4",
+        *NO_EVALUATION,
+        "optim.epochs=3",
         "scaling.max_failures=1",
         "tracking.experiment=cluster-lost-node",
     ]
@@ -159,7 +167,10 @@ def test_a_job_outlives_its_follower_and_resumes_after_losing_a_node(
     )
     try:
         submission = submitted_id(follower)
-        follower.send_signal(signal.SIGINT)  # the user's Ctrl-C: stop following, not the job
+        for line in follower.stdout:  # the job's own log is streaming: now the user's Ctrl-C
+            if "ingested" in line:
+                break
+        follower.send_signal(signal.SIGINT)
         rest, _ = follower.communicate(timeout=60)
     finally:
         follower.kill()
@@ -180,9 +191,9 @@ def test_a_job_outlives_its_follower_and_resumes_after_losing_a_node(
     assert run.info.status == "FINISHED"
     for key in ("train/loss", "epoch", "online_linear_acc"):
         steps = [m.step for m in tracking.get_metric_history(run.info.run_id, key)]
-        assert sorted(steps) == [1, 2, 3, 4], f"{key}: {sorted(steps)}"
+        assert sorted(steps) == [1, 2, 3], f"{key}: {sorted(steps)}"
     nodes = {m.step: m.value for m in tracking.get_metric_history(run.info.run_id, "train/nodes")}
-    assert nodes[1] == 2.0 and nodes[4] == 1.0, nodes
+    assert nodes[1] == 2.0 and nodes[3] == 1.0, nodes
     cluster.add_worker()  # the next test gets the two nodes back
 
 
@@ -192,11 +203,9 @@ def test_a_run_ray_cannot_recover_ends_failed_with_why_and_keeps_its_checkpoint(
     env = {**cluster.client_env, **mlflow_server.env}
     job = [
         *SHORT_JOB,
-        "optim.epochs=6",
+        *NO_EVALUATION,
+        "optim.epochs=3",
         "scaling.max_failures=0",
-        "eval.linear_probe=false",
-        "eval.knn=false",
-        "tracking.log_model=false",
         "tracking.experiment=cluster-unrecoverable",
     ]
     submitted = reprlab(["submit", "jobs/quickstart.yaml", *job], env, 120)

@@ -208,3 +208,12 @@ def test_only_object_stores_and_declared_mounts_are_shared(
     overrides: list[str], shared: bool
 ) -> None:
     assert load_job(QUICKSTART, overrides).storage.is_shared is shared
+
+
+def test_a_clusters_storage_path_comes_from_its_environment(monkeypatch) -> None:
+    monkeypatch.setenv("REPRLAB_STORAGE_PATH", "s3://bucket/runs")
+    assert load_job(QUICKSTART, []).storage.path == "s3://bucket/runs"
+    assert load_job(QUICKSTART, ["storage.path=/mnt/runs"]).storage.path == "/mnt/runs"
+    monkeypatch.setenv("REPRLAB_STORAGE_PATH", "runs")
+    with pytest.raises(ConfigError, match=r"storage.path: .* got 'runs' \(from \$REPRLAB_STORAGE"):
+        load_job(QUICKSTART, [])

@@ -14,8 +14,10 @@ import numpy as np
 import torch
 
 from reprlab.data.catalog import EMBEDDED, ingest, resolve_dataset
-from reprlab.data.manifest import ShardError, shard_paths, verify_dataset
+from reprlab.data.manifest import MANIFEST_NAME, ShardError, shard_paths, verify_dataset
+from reprlab.data.remote import local_copy
 from reprlab.data.shards import read_split
+from reprlab.storage import is_remote
 
 
 @dataclass(frozen=True)
@@ -25,12 +27,19 @@ class DatasetHandle:
 
     path: Path
     manifest: dict
+    source: str | None = None
+    """The object-store URI the dataset lives at, when `path` is a local copy of it."""
     _splits: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def open(cls, name_or_path: str) -> DatasetHandle:
-        """Resolve a dataset name (or folder) and verify every shard's checksum; ValueError (one
-        line) when it is not ingested or a shard is damaged."""
+        """Resolve a dataset name, folder or object-store URI (s3://..., copied locally) and
+        verify every shard's checksum; ValueError (one line) when it is not ingested or a shard
+        is damaged."""
+        if is_remote(name_or_path):
+            uri = name_or_path.rstrip("/")
+            path, manifest = local_copy(uri)
+            return cls(path, manifest, source=uri)
         path = resolve_dataset(name_or_path)
         return cls(path, verify_dataset(path))
 
@@ -42,7 +51,7 @@ class DatasetHandle:
         return cls.open(name)
 
     def __getstate__(self) -> dict:
-        return {"path": self.path, "manifest": self.manifest, "_splits": {}}
+        return {"path": self.path, "manifest": self.manifest, "source": self.source, "_splits": {}}
 
     def __setstate__(self, state: dict) -> None:
         for key, value in state.items():
@@ -91,15 +100,32 @@ class DatasetHandle:
         """Rows of `split` recorded in the manifest."""
         return self.manifest["splits"][split]["count"]
 
+    def _local_folder(self) -> Path:
+        """The folder to read from in this process: `path`, or on another node of a cluster (a
+        handle sent to a Ray worker there) a local copy of the remote dataset made now."""
+        if self.source is None or (self.path / MANIFEST_NAME).is_file():
+            return self.path
+        return local_copy(self.source)[0]
+
+    @property
+    def location(self) -> str:
+        """Where the dataset lives: its object-store URI, else its folder."""
+        return self.source or str(self.path.resolve())
+
     def shard_paths(self, split: str) -> list[str]:
-        """Absolute paths of the split's Parquet shards (what Ray Data reads)."""
-        return shard_paths(self.path, split)
+        """The split's Parquet shards, what Ray Data reads: on the object store for a remote
+        dataset (any node reaches them), else absolute local paths."""
+        local = shard_paths(self.path, split)
+        if self.source is None:
+            return local
+        root = str(self.path.resolve())
+        return [self.source + path.removeprefix(root) for path in local]
 
     def read(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """The whole split: uint8 [n, H, W, C] images and int64 labels (undecodable rows left
         out); read once per process."""
         if split not in self._splits:
-            images, labels, _ = read_split(self.path, split)
+            images, labels, _ = read_split(self._local_folder(), split)
             self._splits[split] = (images, labels)
         return self._splits[split]
 

@@ -50,7 +50,7 @@ def open_record(prepared: PreparedRun, tags: dict[str, str] | None = None) -> Ru
     data = prepared.dataset
     dataset = DatasetInput(
         name=data.name,
-        source=str(data.path.resolve()),
+        source=data.location,
         digest=data.digest,
         split_sizes={split: data.rows(split) for split in data.splits},
     )
