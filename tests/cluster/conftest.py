@@ -1,5 +1,6 @@
-"""Shared real servers for the cluster suite, started once per session on 127.0.0.1 and stopped
-(every process checked gone) after the last test: an S3 endpoint and an MLflow server on it."""
+"""Real servers for the cluster suite on 127.0.0.1, started once for tests/cluster and stopped
+(every process checked gone) after its last test, before the integration tests start: an S3
+endpoint, an MLflow server on it, and a two-node Ray cluster recording there."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ from .ray_cluster import RayCluster, ray_cluster
 # --- object store and tracking server ---------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.S3Endpoint]:
     """A moto S3 endpoint with the `reprlab` bucket; its `env` points clients at it."""
     with servers.s3_server(tmp_path_factory.mktemp("s3")) as endpoint:
         yield endpoint
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def mlflow_server(
     tmp_path_factory: pytest.TempPathFactory, s3: servers.S3Endpoint
 ) -> Iterator[servers.MlflowServer]:
@@ -32,7 +33,7 @@ def mlflow_server(
 # --- Ray cluster ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(
     tmp_path_factory: pytest.TempPathFactory,
     s3: servers.S3Endpoint,

@@ -8,14 +8,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import Page, expect, sync_playwright
@@ -24,13 +21,15 @@ from reprlab.config import load_job
 from reprlab.data.catalog import ingest
 from reprlab.runs import RunRecord
 from reprlab.tracking.mlflow import end_run
-from reprlab.tracking.ui import runs_view_url, stop_process_group, wait_until_up
+from reprlab.tracking.ui import runs_view_url
 from reprlab.train.prepare import prepare
 from reprlab.train.run import open_record
 from reprlab.tune.run import open_sweep
 from reprlab.tune.spaces import trial_job
 from reprlab.tune.sweep import SweepSettings, plan_sweep
 from reprlab.tune.trial import trial_run_name
+
+from .servers import HOST, answers, free_port, server_environ, started_process
 
 pytestmark = pytest.mark.cluster
 
@@ -63,45 +62,23 @@ def artifacts_dir() -> Path:
     return folder
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def alive(process: psutil.Process) -> bool:
-    """Whether the process still exists as more than a zombie awaiting its reaper."""
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 @contextlib.contextmanager
 def mlflow_server(folder: Path) -> Iterator[str]:
-    """A real `mlflow server` on 127.0.0.1 over a SQLite store in `folder`; yields its URL.
-    On exit its process group is stopped and every process of its tree checked gone."""
+    """A real `mlflow server` on 127.0.0.1 over a SQLite store in `folder`, without auth, as a
+    single user's; yields its URL and on exit stops its whole process tree (checked gone)."""
     port = free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
-    command += ["--port", str(port), "--backend-store-uri", f"sqlite:///{folder}/mlflow.db"]
+    url = f"http://{HOST}:{port}"
+    command = [sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(port)]
+    command += ["--backend-store-uri", f"sqlite:///{folder}/mlflow.db"]
     command += ["--artifacts-destination", str(folder / "artifacts")]
-    log = folder / "server.log"
-    url = f"http://127.0.0.1:{port}"
-    with log.open("w") as output:
-        server = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        if not wait_until_up(url, server, timeout_s=120):
-            raise AssertionError(f"mlflow server did not answer; {log}:\n{log.read_text()[-3000:]}")
+    with started_process(
+        command,
+        env=server_environ({}),
+        log_path=folder / "server.log",
+        ready=lambda: answers(f"{url}/health"),
+        timeout=120,
+    ):
         yield url
-    finally:
-        tree = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
-        stop_process_group(server)
-        survivors = [process for process in tree if alive(process)]
-        for process in survivors:
-            process.kill()
-    assert not survivors, f"mlflow server processes outlived it: {survivors}"
 
 
 @dataclass(frozen=True)

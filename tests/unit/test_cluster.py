@@ -18,8 +18,11 @@ from reprlab.cluster.submit import (
     project_relative,
 )
 from reprlab.config import ConfigError, load_job
+from reprlab.data.catalog import ingest
 from reprlab.storage import POSITION_FILE, checkpoint_dirs, epoch_to_resume, local_checkpoint
 from reprlab.train.placement import cluster_problem
+from reprlab.train.prepare import prepare
+from reprlab.train.trainer import build_trainer
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "jobs" / "quickstart.yaml"
@@ -140,3 +143,31 @@ def test_checkpoints_are_found_newest_last_and_incomplete_ones_skipped(tmp_path:
     ]
     assert epoch_to_resume(run) == 2
     assert local_checkpoint(found[-1], tmp_path / "cache") == newest
+
+
+def test_the_trainer_gets_the_jobs_workers_placement_failures_and_storage(
+    digits_prepared,
+) -> None:
+    trainer = build_trainer(digits_prepared, plan=None, datasets={})
+    assert trainer.scaling_config.num_workers == (1, 2)
+    assert trainer.scaling_config.placement_strategy == "SPREAD"
+    assert trainer.run_config.failure_config.max_failures == 2
+    assert trainer.run_config.storage_path == "s3://bucket/runs"
+    assert digits_prepared.checkpoints == f"s3://bucket/runs/{digits_prepared.run_name}"
+
+
+@pytest.fixture
+def digits_prepared():
+    ingest("digits")
+    job = load_job(
+        QUICKSTART,
+        [
+            "data.dataset=digits",
+            "data.image_size=8",
+            "scaling.num_workers=[1,2]",
+            "scaling.placement=spread",
+            "scaling.max_failures=2",
+            "storage.path=s3://bucket/runs",
+        ],
+    )
+    return prepare(job)

@@ -33,7 +33,7 @@ UPLOAD_EXCLUDES = [
     "*.db",
 ]
 """What stays behind: the virtualenv, git history, caches, local MLflow stores and results."""
-FORWARDED_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME")
+FORWARDED_VARIABLES = ("MLFLOW_TRACKING_URI",)
 """Where the job should record, when set here; credentials stay with the cluster's own env."""
 
 
