@@ -48,6 +48,15 @@ def reprlab(args: list[str], env: Mapping[str, str], timeout: float = JOB_TIMEOU
 
 
 @pytest.fixture
+def two_nodes(cluster: RayCluster) -> RayCluster:
+    """The cluster with its head and one worker node (one is started again when an earlier test
+    killed it)."""
+    if not cluster.workers:
+        cluster.add_worker()
+    return cluster
+
+
+@pytest.fixture
 def tracking(mlflow_server: MlflowServer, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
     """A client of the MLflow server with its credentials."""
     for key, value in mlflow_server.env.items():
@@ -64,9 +73,9 @@ def only_run(client: MlflowClient, experiment: str):
 
 
 def test_a_submitted_job_spreads_over_two_nodes_records_to_the_server_and_checkpoints_to_s3(
-    cluster: RayCluster, s3: S3Endpoint, mlflow_server: MlflowServer, tracking: MlflowClient
+    two_nodes: RayCluster, s3: S3Endpoint, mlflow_server: MlflowServer, tracking: MlflowClient
 ) -> None:
-    env = {**cluster.client_env, **mlflow_server.env}
+    env = {**two_nodes.client_env, **mlflow_server.env}
     uploaded = reprlab(["ingest", "mnist5k", "--out", "s3://reprlab/datasets"], s3.env, 120)
     assert "-> s3://reprlab/datasets/mnist5k" in uploaded.stdout, uploaded.stdout + uploaded.stderr
     dataset = "s3://reprlab/datasets/mnist5k"  # every node's Ray Data tasks read it from S3
@@ -147,9 +156,9 @@ def wait_for_epoch(client: MlflowClient, experiment: str, epoch: int, timeout: f
 
 
 def test_a_job_outlives_its_follower_and_resumes_after_losing_a_node(
-    cluster: RayCluster, mlflow_server: MlflowServer, tracking: MlflowClient
+    two_nodes: RayCluster, mlflow_server: MlflowServer, tracking: MlflowClient
 ) -> None:
-    env = {**cluster.client_env, **mlflow_server.env}
+    env = {**two_nodes.client_env, **mlflow_server.env}
     job = [
         *SHORT_JOB,
         *NO_EVALUATION,
@@ -180,9 +189,9 @@ def test_a_job_outlives_its_follower_and_resumes_after_losing_a_node(
     assert status.stdout.startswith(f"{submission}: RUNNING") or "PENDING" in status.stdout
 
     wait_for_epoch(tracking, "cluster-lost-node", 1, timeout=400)
-    lost = cluster.workers[-1]
-    cluster.kill_worker(lost)
-    cluster.workers.remove(lost)
+    lost = two_nodes.workers[-1]
+    two_nodes.kill_worker(lost)
+    two_nodes.workers.remove(lost)
 
     resumed = reprlab(["jobs", "logs", submission, "--follow"], env)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
@@ -194,13 +203,12 @@ def test_a_job_outlives_its_follower_and_resumes_after_losing_a_node(
         assert sorted(steps) == [1, 2, 3], f"{key}: {sorted(steps)}"
     nodes = {m.step: m.value for m in tracking.get_metric_history(run.info.run_id, "train/nodes")}
     assert nodes[1] == 2.0 and nodes[3] == 1.0, nodes
-    cluster.add_worker()  # the next test gets the two nodes back
 
 
 def test_a_run_ray_cannot_recover_ends_failed_with_why_and_keeps_its_checkpoint(
-    cluster: RayCluster, s3: S3Endpoint, mlflow_server: MlflowServer, tracking: MlflowClient
+    two_nodes: RayCluster, s3: S3Endpoint, mlflow_server: MlflowServer, tracking: MlflowClient
 ) -> None:
-    env = {**cluster.client_env, **mlflow_server.env}
+    env = {**two_nodes.client_env, **mlflow_server.env}
     job = [
         *SHORT_JOB,
         *NO_EVALUATION,
@@ -212,9 +220,9 @@ def test_a_run_ray_cannot_recover_ends_failed_with_why_and_keeps_its_checkpoint(
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     submission = re.search(r"submitted (raysubmit_\w+)", submitted.stdout).group(1)
     wait_for_epoch(tracking, "cluster-unrecoverable", 1, timeout=400)
-    lost = cluster.workers[-1]
-    cluster.kill_worker(lost)
-    cluster.workers.remove(lost)
+    lost = two_nodes.workers[-1]
+    two_nodes.kill_worker(lost)
+    two_nodes.workers.remove(lost)
 
     ended = reprlab(["jobs", "logs", submission, "--follow"], env)
     assert ended.returncode == 1, (ended.stdout + ended.stderr)[-4000:]
@@ -225,4 +233,3 @@ def test_a_run_ray_cannot_recover_ends_failed_with_why_and_keeps_its_checkpoint(
     listing = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=f"runs/{run.info.run_name}/")
     kept = [item["Key"] for item in listing.get("Contents", [])]
     assert any(key.endswith("/state.pt") for key in kept), "the last checkpoint was not kept"
-    cluster.add_worker()
