@@ -93,8 +93,9 @@ class RayCluster:
         self.wait_for_nodes(before + 1)
         return process
 
-    def kill_worker(self, process: subprocess.Popen) -> None:
-        """SIGKILL every process of a worker node at once, as if its machine died."""
+    def lose_a_worker(self) -> None:
+        """SIGKILL every process of the newest worker node at once, as if its machine died."""
+        process = self.workers.pop()
         signal_all([*process_tree(process.pid), *session_processes(process.pid)], kill=True)
         process.wait(timeout=10)
 

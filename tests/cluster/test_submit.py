@@ -189,9 +189,7 @@ def test_a_job_outlives_its_follower_and_resumes_after_losing_a_node(
     assert status.stdout.startswith(f"{submission}: RUNNING") or "PENDING" in status.stdout
 
     wait_for_epoch(tracking, "cluster-lost-node", 1, timeout=400)
-    lost = two_nodes.workers[-1]
-    two_nodes.kill_worker(lost)
-    two_nodes.workers.remove(lost)
+    two_nodes.lose_a_worker()
 
     resumed = reprlab(["jobs", "logs", submission, "--follow"], env)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
@@ -220,9 +218,7 @@ def test_a_run_ray_cannot_recover_ends_failed_with_why_and_keeps_its_checkpoint(
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     submission = re.search(r"submitted (raysubmit_\w+)", submitted.stdout).group(1)
     wait_for_epoch(tracking, "cluster-unrecoverable", 1, timeout=400)
-    lost = two_nodes.workers[-1]
-    two_nodes.kill_worker(lost)
-    two_nodes.workers.remove(lost)
+    two_nodes.lose_a_worker()
 
     ended = reprlab(["jobs", "logs", submission, "--follow"], env)
     assert ended.returncode == 1, (ended.stdout + ended.stderr)[-4000:]
