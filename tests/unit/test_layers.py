@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "platform" / "reprlab"
 LAYERS = {
     "home": 0,
     "distributed": 0,
+    "driver_actors": 0,
     "signals": 0,
     "storage": 0,
     "data": 1,

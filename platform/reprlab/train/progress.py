@@ -7,9 +7,10 @@ import threading
 from types import TracebackType
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+from reprlab.driver_actors import on_driver_node
 
 POLL_SECONDS = 0.5
 SHOWN_SUFFIXES = ("online_linear_acc", "knn_acc", "shot_acc", "bad_rows")
@@ -74,9 +75,7 @@ class LiveProgress:
         self._thread = threading.Thread(target=self._poll_until_stopped, daemon=True)
 
     def __enter__(self) -> LiveProgress:
-        # on the driver's own node: a board on a worker node would die with that node
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        self.board = ProgressBoard.options(scheduling_strategy=here).remote()
+        self.board = ProgressBoard.options(scheduling_strategy=on_driver_node()).remote()
         self._progress.start()
         self._task = self._progress.add_task(
             "train", total=None, epoch="-", epochs=self.epochs, loss="-", rate=""

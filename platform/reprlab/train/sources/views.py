@@ -18,6 +18,7 @@ from reprlab.config import JobConfig
 from reprlab.data.handle import DatasetHandle
 from reprlab.data.pipeline import RowCounter, view_dataset
 from reprlab.distributed import world_info
+from reprlab.driver_actors import on_driver_node
 from reprlab.tracking.figures import view_pairs_figure
 from reprlab.train.sources.base import BatchSource, GenDataset
 
@@ -41,7 +42,7 @@ class TwoViewSource(BatchSource):
         return self.job.data.augment.at_size(self.job.data.image_size)
 
     def ray_datasets(self, first_epoch: Callable[[], int]) -> dict[str, GenDataset]:
-        self.counter = RowCounter.remote()
+        self.counter = RowCounter.options(scheduling_strategy=on_driver_node()).remote()
         return {"train": partial(self.view_stream, first_epoch)}
 
     def view_stream(self, first_epoch: Callable[[], int]) -> ray.data.Dataset:
