@@ -22,7 +22,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check platform tests benchmarks
 	$(BIN)/ruff format --check platform tests benchmarks
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --durations=25 tests
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

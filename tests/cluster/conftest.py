@@ -39,9 +39,10 @@ def cluster(
     s3: servers.S3Endpoint,
     mlflow_server: servers.MlflowServer,
 ) -> Iterator[RayCluster]:
-    """A head and one worker node with token auth, whose jobs record to `mlflow_server` and
+    """A head and one worker node of 3 CPUs each (one 2-CPU trainer and a Ray Data task fit on
+    a node, two trainers do not) with token auth, whose jobs record to `mlflow_server` and
     reach `s3`; reprlab's state on the nodes lives in a fresh REPRLAB_HOME."""
     tmp = tmp_path_factory.mktemp("cluster")
     env = {**s3.env, **mlflow_server.env, "REPRLAB_HOME": str(tmp / "home")}
-    with ray_cluster(tmp, env, worker_nodes=1) as running:
+    with ray_cluster(tmp, env, worker_nodes=1, cpus_per_node=3) as running:
         yield running
