@@ -14,7 +14,7 @@ from pathlib import Path
 from reprlab.config import ConfigError, JobConfig
 from reprlab.home import reprlab_home
 from reprlab.storage import STATE_FILE, checkpoint_dirs, local_checkpoint
-from reprlab.tracking.mlflow import run_name_of
+from reprlab.tracking.mlflow import fetch_run_file, run_name_of
 
 RUN_RECORD = "reprlab_run.json"
 LOG_FILE = "ray.log"
@@ -119,14 +119,22 @@ def run_to_resume(name: str) -> RunRecord | None:
 
 
 def _storage_of_mlflow_run(run_id: str) -> Path | None:
-    """The run folder of MLflow run `run_id`, or None when the store has no such run."""
+    """The run folder of MLflow run `run_id`, or None when the store has no such run; a run
+    recorded on another machine (a cluster's driver) gets its folder here, with the run record
+    fetched from the tracking store."""
     name = run_name_of(run_id)
-    return runs_root() / name if name is not None else None
+    if name is None:
+        return None
+    storage = runs_root() / name
+    if not (storage / RUN_RECORD).is_file():
+        fetch_run_file(run_id, RUN_RECORD, storage)
+    return storage
 
 
 def find_trained(source: str) -> tuple[RunRecord, Path]:
     """The run and checkpoint folder meant by `source`: a checkpoint folder, a run folder, a
-    run name under runs_root() or an MLflow run id; ValueError (one line) when none fits."""
+    run name under runs_root() or an MLflow run id (whose checkpoints may be on shared storage
+    and its record only in the tracking store); ValueError (one line) when none fits."""
     path = Path(source).expanduser()
     if (path / STATE_FILE).is_file():
         return RunRecord.load(path.parent), path

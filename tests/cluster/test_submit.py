@@ -189,6 +189,18 @@ def test_a_submitted_job_spreads_outlives_its_follower_and_goes_on_with_fewer_af
     keys = [item["Key"] for item in listing.get("Contents", [])]
     assert any(key.endswith("/state.pt") and "/checkpoint_" in key for key in keys), keys
 
+    # from the user's machine, whose REPRLAB_HOME has no run folder: the run record comes
+    # from the MLflow server, the checkpoint from S3, and the score goes back to the run
+    assert reprlab(["ingest", "glyphs"], {}, 120).returncode == 0
+    scored = reprlab(
+        ["eval", run.info.run_id, "--shots", "1", "--queries", "2", "--episodes", "4"],
+        {**s3.env, **mlflow_server.env},
+        300,
+    )
+    assert scored.returncode == 0, (scored.stdout + scored.stderr)[-4000:]
+    scores = tracking.get_run(run.info.run_id).data.metrics
+    assert "fewshot/glyphs/test_5way_1shot_proto_acc" in scores, sorted(scores)
+
 
 def test_a_run_ray_cannot_recover_ends_failed_with_why_and_keeps_its_checkpoint(
     two_nodes: RayCluster, s3: S3Endpoint, mlflow_server: MlflowServer, tracking: MlflowClient

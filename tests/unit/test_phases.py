@@ -3,6 +3,8 @@ against it), the record (MLflow run + run record + preview), evaluate (the final
 
 from __future__ import annotations
 
+import shutil
+
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
@@ -10,8 +12,10 @@ from mlflow.tracking import MlflowClient
 from reprlab.config import ConfigError, validate_job
 from reprlab.data import manifest
 from reprlab.data.catalog import ingest
-from reprlab.runs import RunRecord
-from reprlab.train.build import make_method
+from reprlab.runs import RunRecord, find_trained
+from reprlab.train.build import make_method, make_training_module
+from reprlab.train.checkpoint import TrainState, save_checkpoint
+from reprlab.train.optim import make_optimizer
 from reprlab.train.prepare import prepare
 from reprlab.train.run import evaluate, log_preview, open_record
 from reprlab.train.sources import batch_source
@@ -69,6 +73,28 @@ def test_the_record_opens_the_mlflow_run_and_writes_the_run_record() -> None:
 
     again = open_record(prepare(digits_job(), resume=prepared.run_name))
     assert again.mlflow_run_id == record.mlflow_run_id  # resume continues the same MLflow run
+
+
+def test_a_run_recorded_on_another_machine_is_found_by_its_mlflow_run_id(tmp_path) -> None:
+    ingest("digits")
+    shared = tmp_path / "shared"  # the checkpoints' shared storage, as s3:// would be
+    prepared = prepare(digits_job(storage={"path": str(shared), "shared": True}))
+    record = open_record(prepared)
+    job = prepared.job
+    module = make_training_module(job, 1, 10)
+    checkpoint = shared / prepared.run_name / "checkpoint_2026-11-29_20-00-00.1"
+    checkpoint.mkdir(parents=True)
+    save_checkpoint(checkpoint, module, make_optimizer(job, module), TrainState(1, 5))
+    shutil.rmtree(prepared.storage)  # the driver's folder stayed on the cluster's head
+
+    found, local = find_trained(record.mlflow_run_id)
+    assert (found.run_name, found.job, found.mlflow_run_id) == (
+        record.run_name,
+        record.job,
+        record.mlflow_run_id,
+    )
+    assert found.storage == prepared.storage
+    assert (local / "state.pt").read_bytes() == (checkpoint / "state.pt").read_bytes()
 
 
 def test_evaluate_scores_the_frozen_encoder_with_the_jobs_probes() -> None:

@@ -191,6 +191,27 @@ def run_name_of(run_id: str, uri: str | None = None) -> str | None:
         return None
 
 
+def log_run_file(run_id: str, path: Path, uri: str) -> None:
+    """Log the file `path` at the root of run `run_id`'s artifacts (kept by the tracking
+    server, so other machines can fetch it)."""
+    MlflowClient(uri).log_artifact(run_id, str(path))
+
+
+def fetch_run_file(run_id: str, name: str, folder: Path, uri: str | None = None) -> Path | None:
+    """Artifact `name` of run `run_id` downloaded into `folder`; None when the store has no
+    such run or the run no such file."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client = MlflowClient(tracking_uri(uri))
+        if name not in {item.path for item in client.list_artifacts(run_id)}:
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        return Path(client.download_artifacts(run_id, name, str(folder)))
+    except MlflowException:
+        return None
+
+
 FAILURE_TAG = "reprlab.failure"
 FAILURE_REASON_CHARS = 500
 

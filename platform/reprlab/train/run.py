@@ -16,10 +16,11 @@ from rich.console import Console
 from reprlab.config import ConfigError, flatten, to_yaml
 from reprlab.eval.features import evaluate_encoder
 from reprlab.methods import Method
-from reprlab.runs import LOG_FILE, RunRecord
+from reprlab.runs import LOG_FILE, RUN_RECORD, RunRecord
 from reprlab.tracking.mlflow import (
     DatasetInput,
     log_encoder,
+    log_run_file,
     start_run,
     tracked,
     tracking_uri,
@@ -74,6 +75,7 @@ def open_record(prepared: PreparedRun, tags: dict[str, str] | None = None) -> Ru
         tracking_uri=uri,
     )
     record.save()
+    log_run_file(run_id, record.storage / RUN_RECORD, uri)  # for `reprlab eval` elsewhere
     return record
 
 
