@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/data_pipeline.py
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/global_bn.py
+	$(BIN)/python benchmarks/worker_imports.py
 
 # ASHA against a full grid of 12 SimCLR temperatures, in epochs (~30 minutes on 2 cores).
 bench-tune: $(STAMP)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 
 def linear_probe_accuracy(
@@ -18,6 +15,11 @@ def linear_probe_accuracy(
 ) -> float:
     """Held-out accuracy of an L2-regularised multinomial logistic regression fitted on
     standardised train features."""
+    # sklearn imported here: only the driver probes, Train workers skip its import
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
     probe.fit(train_x, train_y)
     return float(probe.score(test_x, test_y))

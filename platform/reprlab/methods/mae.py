@@ -9,7 +9,6 @@ from typing import ClassVar
 
 import torch
 from pydantic import Field, model_validator
-from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from reprlab.methods.base import Method, MethodArgs
@@ -95,6 +94,9 @@ class MAE(Method):
     backbones: ClassVar[tuple[str, ...]] = tuple(VIT_SIZES)
 
     def __init__(self, backbone: nn.Module, args: MAEArgs) -> None:
+        # timm imported here, not by every process that imports the registry (worker_imports.py)
+        from timm.models.vision_transformer import Block, VisionTransformer
+
         if not isinstance(backbone, VisionTransformer) or backbone.cls_token is None:
             raise ValueError(
                 f"mae: needs a ViT backbone ({', '.join(self.backbones)}), "

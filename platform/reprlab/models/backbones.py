@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import timm
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 
@@ -41,6 +39,8 @@ class Conv4(nn.Module):
 def small_stem_resnet(name: str, in_chans: int) -> nn.Module:
     """A timm ResNet for 32x32-sized images: 3x3 stride-1 first conv and no max-pool, as in the
     SimCLR CIFAR experiments; the classifier is removed so forward() returns pooled features."""
+    import timm  # here: only these jobs pay its import (benchmarks/worker_imports.py)
+
     model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans)
     model.conv1 = nn.Conv2d(in_chans, model.conv1.out_channels, 3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
@@ -78,6 +78,8 @@ VIT_SIZES: dict[str, tuple[int, int, int]] = {
 def vision_transformer(name: str, in_chans: int, image_size: int, patch_size: int) -> nn.Module:
     """A timm ViT with a class token and a fixed (frozen) 2D sin-cos position embedding, as in
     MAE; forward() returns the mean of the normalised patch tokens (class token excluded)."""
+    from timm.models.vision_transformer import VisionTransformer  # as timm above
+
     embed_dim, depth, num_heads = VIT_SIZES[name]
     model = VisionTransformer(
         img_size=image_size,

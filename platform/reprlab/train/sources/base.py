@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import ray
 import torch
-from matplotlib.figure import Figure
 
 from reprlab.config import JobConfig
 from reprlab.data.handle import DatasetHandle
+
+if TYPE_CHECKING:  # only the driver draws: Train workers skip importing matplotlib
+    from matplotlib.figure import Figure
 
 GenDataset = ray.data.Dataset | Callable[[], ray.data.Dataset]
 

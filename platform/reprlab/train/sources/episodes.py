@@ -4,18 +4,20 @@ batches of meta-learners (ProtoNet, MAML, ANIL)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from reprlab.config import JobConfig
 from reprlab.data.episodes import EpisodeSampler, EpisodeSpec, episode_batch
 from reprlab.data.handle import DatasetHandle
 from reprlab.distributed import world_info
 from reprlab.eval.few_shot import float_episodes
-from reprlab.tracking.figures import episode_figure
 from reprlab.train.sources.base import BatchSource
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def worker_episode_batches(
@@ -90,6 +92,8 @@ class EpisodeSource(BatchSource):
     def preview_figure(self, count: int, seed: int) -> Figure:
         """The first training episode drawn with `seed`, whatever `count` (one episode shows
         the task; `tracking.augment_grid_pairs` sizes augmentation grids)."""
+        from reprlab.tracking.figures import episode_figure  # matplotlib: on the driver only
+
         images, labels = self.dataset.class_images(self.job.data.train_split)
         batch = episode_batch(images, self.sampler(labels, seed), [0])
         s = self.settings

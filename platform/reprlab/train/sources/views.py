@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import islice
+from typing import TYPE_CHECKING
 
 import ray
 import ray.train
 import torch
-from matplotlib.figure import Figure
 
 from reprlab.augment import ViewPolicy
 from reprlab.augment.ops import float_images
@@ -19,8 +19,10 @@ from reprlab.data.handle import DatasetHandle
 from reprlab.data.pipeline import RowCounter, view_dataset
 from reprlab.distributed import world_info
 from reprlab.driver_actors import on_driver_node
-from reprlab.tracking.figures import view_pairs_figure
 from reprlab.train.sources.base import BatchSource, GenDataset
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class TwoViewSource(BatchSource):
@@ -92,6 +94,8 @@ class TwoViewSource(BatchSource):
 
     def preview_figure(self, count: int, seed: int) -> Figure | None:
         """The first `count` rows of the train split, each with its two views (none for 0)."""
+        from reprlab.tracking.figures import view_pairs_figure  # matplotlib: on the driver only
+
         if count == 0:
             return None
         images, _ = self.dataset.read(self.job.data.train_split)
