@@ -22,7 +22,7 @@ from reprlab.data.catalog import ingest
 from reprlab.runs import RunRecord
 from reprlab.tracking.mlflow import end_run
 from reprlab.tracking.ui import runs_view_url
-from reprlab.train.prepare import prepare
+from reprlab.train.prepare import open_dataset, prepare
 from reprlab.train.run import open_record
 from reprlab.tune.run import open_sweep
 from reprlab.tune.spaces import trial_job
@@ -103,7 +103,7 @@ def record_runs(url: str) -> Recorded:
     run = open_record(prepared)
     settings = SweepSettings(str(QUICKSTART), str(SPACE), tuple(overrides), samples=2)
     plan = plan_sweep(settings)
-    sweep = open_sweep(plan)
+    sweep = open_sweep(plan, open_dataset(plan.job))
     trials = []
     for number, temperature in enumerate((0.1, 0.3)):
         trial_id = f"trial_{number:05d}"

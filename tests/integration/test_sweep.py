@@ -78,6 +78,8 @@ def test_asha_sweep_records_a_parent_with_one_child_per_trial(ray_cluster, tmp_p
     client = MlflowClient(summary.record.tracking_uri)
     parent = client.get_run(summary.record.parent_run_id)
     assert parent.info.status == "FINISHED"
+    [used] = parent.inputs.dataset_inputs  # logged before trials that start together
+    assert used.dataset.name == "digits"
     runs = children(client, parent.info.run_id)
     assert len(runs) == 4
     assert sorted(float(run.data.params["optim.lr"]) for run in runs) == [

@@ -14,6 +14,7 @@ import ray.train
 from rich.console import Console
 
 from reprlab.config import ConfigError, flatten, to_yaml
+from reprlab.data.handle import DatasetHandle
 from reprlab.eval.features import evaluate_encoder
 from reprlab.methods import Method
 from reprlab.runs import LOG_FILE, RUN_RECORD, RunRecord
@@ -42,19 +43,22 @@ class RunSummary:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def dataset_input(dataset: DatasetHandle) -> DatasetInput:
+    """What MLflow records of a run's training dataset: name, source, digest, split sizes."""
+    return DatasetInput(
+        name=dataset.name,
+        source=dataset.location,
+        digest=dataset.digest,
+        split_sizes={split: dataset.rows(split) for split in dataset.splits},
+    )
+
+
 def open_record(prepared: PreparedRun, tags: dict[str, str] | None = None) -> RunRecord:
     """Start the record phase: open the run's MLflow run (reopen it when resuming) with the
     resolved config, provenance, its dataset as training input and tags (plus `tags`, e.g. a
     sweep trial's parent run), and write the run record into the run's folder."""
     job = prepared.job
     uri = tracking_uri(job.tracking.tracking_uri)
-    data = prepared.dataset
-    dataset = DatasetInput(
-        name=data.name,
-        source=data.location,
-        digest=data.digest,
-        split_sizes={split: data.rows(split) for split in data.splits},
-    )
     run_id = start_run(
         job.tracking.experiment,
         prepared.run_name,
@@ -63,7 +67,7 @@ def open_record(prepared: PreparedRun, tags: dict[str, str] | None = None) -> Ru
         tags={"reprlab.job": job.name, "reprlab.method": job.method, **(tags or {})},
         uri=uri,
         run_id=prepared.resumed.mlflow_run_id if prepared.resumed else None,
-        dataset=dataset,
+        dataset=dataset_input(prepared.dataset),
     )
     record = RunRecord(
         run_name=prepared.run_name,

@@ -13,9 +13,11 @@ from rich.console import Console
 from rich.live import Live
 
 from reprlab.config import flatten, to_yaml
+from reprlab.data.handle import DatasetHandle
 from reprlab.runs import LOG_FILE
 from reprlab.tracking.mlflow import start_run, tracked, tracking_uri
 from reprlab.train.prepare import open_dataset
+from reprlab.train.run import dataset_input
 from reprlab.train.session import RaySession
 from reprlab.tune.display import SweepBoard
 from reprlab.tune.results import (
@@ -50,9 +52,13 @@ class SweepSummary:
     tags: dict[str, str]
 
 
-def open_sweep(plan: SweepPlan, resumed: SweepRecord | None = None) -> SweepRecord:
+def open_sweep(
+    plan: SweepPlan, dataset: DatasetHandle, resumed: SweepRecord | None = None
+) -> SweepRecord:
     """The sweep's MLflow parent run (reopened when resuming) with the sweep's settings, the
-    space and the job as params and artifacts; the record written into the sweep's folder."""
+    space and the job as params and artifacts, and the trials' dataset as its input (recorded
+    here, before trials that start together would each insert it); the record written into the
+    sweep's folder."""
     job = plan.job
     uri = tracking_uri(job.tracking.tracking_uri)
     settings = plan.settings
@@ -75,6 +81,7 @@ def open_sweep(plan: SweepPlan, resumed: SweepRecord | None = None) -> SweepReco
         tags={"reprlab.job": job.name, "reprlab.sweep": plan.name, "reprlab.kind": "sweep"},
         uri=uri,
         run_id=resumed.parent_run_id if resumed else None,
+        dataset=dataset_input(dataset),
     )
     if resumed is None:
         mlflow.MlflowClient(uri).log_text(
@@ -103,9 +110,9 @@ def run_sweep(
     """Run (or resume) the sweep; the parent run ends FINISHED, or FAILED when the driver is
     interrupted or fails (a later `--resume` reopens it). ConfigError, before Ray starts, when
     the job's dataset is not ingested or does not fit the job."""
-    open_dataset(plan.job)  # a dataset that is missing or does not fit fails before Ray starts
+    dataset = open_dataset(plan.job)  # missing or not fitting: fails before Ray starts
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's own boxes and tables: off
-    record = open_sweep(plan, resumed)
+    record = open_sweep(plan, dataset, resumed)
     board = SweepBoard(plan.space.keys, plan.metric, plan.mode, plan.job.optim.epochs)
     callbacks = [TrialCloser(plan.name), board]
     session = RaySession(plan.folder / LOG_FILE, verbose, worker_warnings=False)
