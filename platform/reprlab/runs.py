@@ -139,12 +139,19 @@ def find_trained(source: str) -> tuple[RunRecord, Path]:
     if (path / STATE_FILE).is_file():
         return RunRecord.load(path.parent), path
     folders = [path, runs_root() / source]
+    mlflow_run = None
     if not any((folder / RUN_RECORD).is_file() for folder in folders):
-        folders.append(_storage_of_mlflow_run(source))  # asks the tracking store only now
+        mlflow_run = _storage_of_mlflow_run(source)  # asks the tracking store only now
+        folders.append(mlflow_run)
     for storage in folders:
         if storage is not None and (storage / RUN_RECORD).is_file():
             record = RunRecord.load(storage)
             return record, record.latest_checkpoint()
+    if mlflow_run is not None:
+        raise ValueError(
+            f"{source}: MLflow run '{mlflow_run.name}' has no {RUN_RECORD} (not a reprlab run, "
+            "or recorded before reprlab logged its record); give its run folder instead"
+        )
     raise ValueError(
         f"{source}: not a checkpoint folder ({STATE_FILE}), a run folder or name under "
         f"{runs_root()}, or an MLflow run id"

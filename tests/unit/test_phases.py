@@ -96,6 +96,11 @@ def test_a_run_recorded_on_another_machine_is_found_by_its_mlflow_run_id(tmp_pat
     assert found.storage == prepared.storage
     assert (local / "state.pt").read_bytes() == (checkpoint / "state.pt").read_bytes()
 
+    with mlflow.start_run() as other:  # an MLflow run reprlab did not record
+        pass
+    with pytest.raises(ValueError, match=rf"{other.info.run_id}: MLflow run '.+' has no"):
+        find_trained(other.info.run_id)
+
 
 def test_evaluate_scores_the_frozen_encoder_with_the_jobs_probes() -> None:
     ingest("digits")
