@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import mlflow
 import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from reprlab.config import JobConfig, flatten, to_yaml, validate_job
@@ -22,6 +24,7 @@ from reprlab.tracking.mlflow import (
     RankZeroLogger,
     failure_reason,
     git_tags,
+    log_dataset,
     start_run,
     tracked,
     tracking_uri,
@@ -206,3 +209,44 @@ def test_the_ui_shows_the_experiment_reprlab_wrote_to_last(store: str) -> None:
     assert ui_experiment_id(store, "older") == client.get_experiment_by_name("older").experiment_id
     with pytest.raises(ValueError, match="--experiment: no experiment named 'gone'"):
         ui_experiment_id(store, "gone")
+
+
+def _log_at_once(store: str, run_ids: list[str], dataset: DatasetInput) -> list[Exception]:
+    """Each run logs `dataset` from its own thread, all released together; the errors."""
+    together = threading.Barrier(len(run_ids))
+    errors: list[Exception] = []
+
+    def log_input(run_id: str) -> None:
+        together.wait()
+        try:
+            log_dataset(MlflowClient(store), run_id, dataset)
+        except Exception as error:  # noqa: BLE001 - collected for the test's assertion
+            errors.append(error)
+
+    threads = [threading.Thread(target=log_input, args=(run_id,)) for run_id in run_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+def test_runs_logging_the_same_new_dataset_at_once_all_get_it_as_their_input(store: str) -> None:
+    client = MlflowClient(store)
+    experiment_id = client.create_experiment("race")
+    for round_ in range(6):
+        runs = [client.create_run(experiment_id).info.run_id for _ in range(4)]
+        dataset = DatasetInput("d", "/data/d", f"digest{round_}", {"train": 1})
+        assert _log_at_once(store, runs, dataset) == []
+        for run_id in runs:
+            inputs = client.get_run(run_id).inputs.dataset_inputs
+            assert [i.dataset.digest for i in inputs] == [f"digest{round_}"]
+
+
+def test_a_run_that_fails_while_being_opened_ends_failed_with_the_reason(store: str) -> None:
+    too_long = "k" * 300  # over MLflow's limit on a param key
+    with pytest.raises(MlflowException):
+        start_run("t", "t-run", params={too_long: 1}, config_yaml="", tags={}, uri=store)
+    (run,) = MlflowClient(store).search_runs([mlflow.get_experiment_by_name("t").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags[FAILURE_TAG].startswith("MlflowException")

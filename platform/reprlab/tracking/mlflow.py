@@ -25,6 +25,7 @@ import mlflow.pytorch
 import torch
 from mlflow import entities
 from mlflow.entities import Metric, Param, SourceType
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import (
     MLFLOW_DATASET_CONTEXT,
@@ -132,7 +133,7 @@ def ensure_experiment(name: str, uri: str) -> str:
     )
 
 
-def _log_dataset(client: MlflowClient, run_id: str, dataset: DatasetInput) -> None:
+def log_dataset(client: MlflowClient, run_id: str, dataset: DatasetInput) -> None:
     """Log `dataset` as the run's training input (MLflow's Dataset column and filters)."""
     scheme = urlsplit(dataset.source).scheme
     source_type = "local" if scheme in ("", "file") else scheme
@@ -145,7 +146,13 @@ def _log_dataset(client: MlflowClient, run_id: str, dataset: DatasetInput) -> No
         profile=json.dumps(profile),
     )
     context = entities.InputTag(MLFLOW_DATASET_CONTEXT, "training")
-    client.log_inputs(run_id, datasets=[entities.DatasetInput(entity, tags=[context])])
+    inputs = [entities.DatasetInput(entity, tags=[context])]
+    try:
+        client.log_inputs(run_id, datasets=inputs)
+    except MlflowException:
+        # Runs logging a dataset new to the store at the same instant both insert it and all
+        # but one fail on the store's unique key; by now the row exists, so linking it works.
+        client.log_inputs(run_id, datasets=inputs)
 
 
 def start_run(
@@ -172,19 +179,23 @@ def start_run(
     tags.update({f"version.{name}": value for name, value in package_versions().items()})
     run = client.create_run(ensure_experiment(experiment, uri), run_name=run_name, tags=tags)
     run_id = run.info.run_id
-    client.log_batch(
-        run_id, params=[Param(key, str(value)) for key, value in params.items()], synchronous=True
-    )
-    client.log_text(run_id, config_yaml, "config/job.yaml")
-    if dataset is not None:
-        _log_dataset(client, run_id, dataset)
+    try:
+        client.log_batch(
+            run_id,
+            params=[Param(key, str(value)) for key, value in params.items()],
+            synchronous=True,
+        )
+        client.log_text(run_id, config_yaml, "config/job.yaml")
+        if dataset is not None:
+            log_dataset(client, run_id, dataset)
+    except BaseException as error:
+        mark_failed(run_id, uri, error)
+        raise
     return run_id
 
 
 def run_name_of(run_id: str, uri: str | None = None) -> str | None:
     """The name of MLflow run `run_id` in the store, or None when there is no such run."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return MlflowClient(tracking_uri(uri)).get_run(run_id).info.run_name
     except MlflowException:
@@ -200,8 +211,6 @@ def log_run_file(run_id: str, path: Path, uri: str) -> None:
 def fetch_run_file(run_id: str, name: str, folder: Path, uri: str | None = None) -> Path | None:
     """Artifact `name` of run `run_id` downloaded into `folder`; None when the store has no
     such run or the run no such file."""
-    from mlflow.exceptions import MlflowException
-
     try:
         client = MlflowClient(tracking_uri(uri))
         if name not in {item.path for item in client.list_artifacts(run_id)}:
@@ -229,10 +238,15 @@ def tracked(run_id: str, uri: str) -> Iterator[None]:
     try:
         yield
     except BaseException as error:
-        MlflowClient(uri).set_tag(run_id, FAILURE_TAG, failure_reason(error))
-        end_run(run_id, uri, failed=True)
+        mark_failed(run_id, uri, error)
         raise
     end_run(run_id, uri, failed=False)
+
+
+def mark_failed(run_id: str, uri: str, error: BaseException) -> None:
+    """End the run FAILED with why in the `reprlab.failure` tag."""
+    MlflowClient(uri).set_tag(run_id, FAILURE_TAG, failure_reason(error))
+    end_run(run_id, uri, failed=True)
 
 
 def failure_reason(error: BaseException) -> str:
