@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from reprlab.augment import AugmentConfig, SimCLRPolicy
+from reprlab.augment import AugmentConfig, SimCLRPolicy, StrongPolicy
 from reprlab.methods import METHODS, MethodArgs, method_class
 from reprlab.models.backbones import BACKBONES
 
@@ -63,6 +63,29 @@ class DataConfig(Strict):
     episodes: EpisodeConfig | None = Field(
         None, description="episodic training (meta-learners such as protonet, maml)"
     )
+    labels_per_class: int | None = Field(
+        None, ge=1, description="keep K labels per class of the train split, hide the rest"
+    )
+    label_fraction: float | None = Field(
+        None, gt=0, le=1, description="keep this fraction of each class's labels, hide the rest"
+    )
+    unlabelled_ratio: int = Field(
+        7, ge=1, description="unlabelled images per labelled one in a step (FixMatch's mu)"
+    )
+    strong_augment: AugmentConfig = Field(
+        StrongPolicy(), description="the strong view of unlabelled images (FixMatch)"
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_subset(self) -> DataConfig:
+        if self.labels_per_class is not None and self.label_fraction is not None:
+            raise ValueError("labels_per_class: give labels_per_class or label_fraction, not both")
+        return self
+
+    @property
+    def label_subset_asked(self) -> bool:
+        """Whether the job keeps only some of the train split's labels."""
+        return self.labels_per_class is not None or self.label_fraction is not None
 
 
 class ModelConfig(Strict):
@@ -285,6 +308,17 @@ class JobConfig(Strict):
             names = ", ".join(repr(name) for name in allowed)
             raise ValueError(
                 f"model.backbone: method {self.method!r} needs one of {names}, got {backbone!r}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _label_subset_is_used(self) -> JobConfig:
+        if self.data.label_subset_asked and not method_class(self.method).classifies:
+            key = "labels_per_class" if self.data.labels_per_class else "label_fraction"
+            takers = ", ".join(name for name, cls in METHODS.items() if cls.classifies)
+            raise ValueError(
+                f"data.{key}: method {self.method!r} trains on no labels, so it takes no label "
+                f"subset; methods that do: {takers}"
             )
         return self
 

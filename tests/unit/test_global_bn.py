@@ -67,3 +67,14 @@ def test_conversion_keeps_weights_and_is_plain_bn_on_one_process() -> None:
         converted[1](x),
         nn.functional.batch_norm(x, None, None, reference.weight, reference.bias, training=True),
     )
+
+
+def test_conversion_keeps_a_frozen_copy_frozen() -> None:
+    """A momentum/EMA copy's norms stay out of the optimiser (DDP fails on parameters that
+    require a gradient and never get one)."""
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.Sequential(nn.BatchNorm1d(4)))
+    frozen = nn.Sequential(nn.BatchNorm2d(3))
+    frozen.requires_grad_(False)
+    model.append(frozen)
+    global_batch_norm(model, use_gpu=False)
+    assert [p.requires_grad for p in model.parameters()] == [True] * 4 + [False] * 2

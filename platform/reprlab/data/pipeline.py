@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import ray
@@ -18,6 +19,7 @@ from ray.data import ExecutionOptions, ExecutionResources, FileShuffleConfig
 from reprlab.augment import ViewPolicy
 from reprlab.augment.mix import mix_batch
 from reprlab.data.handle import DatasetHandle
+from reprlab.data.label_subsets import row_keys
 from reprlab.data.shards import decode_images
 
 BLOCKS_PER_MAP_BATCH = 4
@@ -59,13 +61,17 @@ def augment_views(
     *,
     shape: tuple[int, int, int],
     policy: ViewPolicy,
+    second: ViewPolicy | None = None,
+    hide_labels: bool = False,
     seed: int = 0,
     epoch: int = 0,
     counter: ray.actor.ActorHandle | None = None,
 ) -> dict[str, np.ndarray]:
     """One Ray Data batch of shard rows -> `view1`, `view2` (uint8 [B,C,S,S]) and `label`; with
     the policy's mixer, `view1` is mixed within the batch and `label_mix` (the partner's label,
-    int64) and `mix_weight` (the own label's weight, float32) come too.
+    int64) and `mix_weight` (the own label's weight, float32) come too. With a `second` policy
+    `view2` is drawn by it (FixMatch's weak and strong views of one image); `hide_labels` sets
+    every label to -1 (unlabelled rows: a method never sees them).
 
     Rows whose image cannot be decoded are dropped and added to `counter`; rows are shuffled
     within the batch. Every draw comes from `batch_generator(seed, epoch, rows)`: each epoch
@@ -77,14 +83,39 @@ def augment_views(
         counter.add.remote(skipped)
     gen = batch_generator(seed, epoch, images)
     order = torch.randperm(images.shape[0], generator=gen)
-    view1, view2 = policy.view_pair(torch.from_numpy(images)[order], gen)
+    shuffled = torch.from_numpy(images)[order]
+    if second is None:
+        view1, view2 = policy.view_pair(shuffled, gen)
+    else:
+        view1, view2 = policy(shuffled, gen), second(shuffled, gen)
     labels = np.asarray(batch["label"])[ok][order.numpy()]
+    if hide_labels:
+        labels = np.full_like(labels, -1)
     columns = {"view2": view2.numpy(), "label": labels}
     if policy.mixer != "none":
         view1, partner, weight = mix_batch(view1, policy.mixer, policy.mix_alpha, gen)
         columns["label_mix"] = labels[partner.numpy()].astype(np.int64)
         columns["mix_weight"] = weight.numpy()
     return {"view1": view1.numpy(), **columns}
+
+
+def keep_rows(
+    batch: dict[str, np.ndarray], *, shape: tuple[int, int, int], keys: np.ndarray, repeat: int
+) -> dict[str, np.ndarray]:
+    """The rows of a Ray Data batch whose pixel checksum is in `keys` (a label subset's rows),
+    each `repeat` times (an undecodable row has no checksum to match and is left out)."""
+    images, ok = decode_images(batch["image"], shape)
+    kept = np.flatnonzero(ok)[np.isin(row_keys(images), keys)]
+    return {name: np.repeat(np.asarray(batch[name])[kept], repeat, axis=0) for name in batch}
+
+
+@dataclass(frozen=True)
+class RowSelection:
+    """The rows a stream keeps (pixel checksums, data/label_subsets.py) and how many times each
+    appears per epoch."""
+
+    keys: np.ndarray
+    repeat: int = 1
 
 
 def view_dataset(
@@ -97,6 +128,9 @@ def view_dataset(
     counter: ray.actor.ActorHandle | None = None,
     map_batch_size: int = 1024,
     cache: bool = True,
+    second: ViewPolicy | None = None,
+    hide_labels: bool = False,
+    only: RowSelection | None = None,
 ) -> ray.data.Dataset:
     """Augmented view pairs of one split of an ingested set, one pass over its rows per epoch
     of `epochs`, as ONE stream: its consumers never wait for a pipeline to restart at an epoch
@@ -109,12 +143,21 @@ def view_dataset(
     mixes different rows each epoch: re-reading Parquet costs a second or more of task
     start-up per epoch, 8x the augmentation itself on mnist5k (benchmarks/data_pipeline.py).
     Without it, rows stream from Parquet every epoch, for splits larger than the object
-    store."""
+    store. `second` and `hide_labels` go to `augment_views`; `only` keeps a label subset's
+    rows (each repeated as it says) before anything else."""
     rows = ray.data.read_parquet(
         dataset.shard_paths(split), shuffle=FileShuffleConfig(seed=seed)
     ).select_columns(["image", "label"])
+    count = dataset.rows(split)
+    if only is not None:
+        rows = rows.map_batches(
+            keep_rows,
+            batch_format="numpy",
+            fn_kwargs={"shape": dataset.image_shape, "keys": only.keys, "repeat": only.repeat},
+        )
+        count = len(only.keys) * only.repeat
     if cache:
-        blocks = max(1, math.ceil(dataset.rows(split) * BLOCKS_PER_MAP_BATCH / map_batch_size))
+        blocks = max(1, math.ceil(count * BLOCKS_PER_MAP_BATCH / map_batch_size))
         rows = rows.repartition(blocks).materialize()
     passes = [
         rows.randomize_block_order(seed=pass_seed(seed, epoch)).map_batches(
@@ -124,6 +167,8 @@ def view_dataset(
             fn_kwargs={
                 "shape": dataset.image_shape,
                 "policy": policy,
+                "second": second,
+                "hide_labels": hide_labels,
                 "seed": seed,
                 "epoch": epoch,
                 "counter": counter,

@@ -29,14 +29,36 @@ def extract_features(
     return torch.cat(chunks).numpy()
 
 
+@torch.no_grad()
+def classifier_accuracy(
+    method: Method, images: np.ndarray, labels: np.ndarray, image_size: int, batch_size: int = 512
+) -> float:
+    """Accuracy of `method.classify` (a method trained with labels) on uint8 [N,H,W,C] images."""
+    method.eval()
+    device = next(method.parameters()).device
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        x = to_float_nchw(torch.from_numpy(images[start : start + batch_size])).to(device)
+        predicted = method.classify(resized(x, image_size)).argmax(dim=1).cpu().numpy()
+        correct += int((predicted == labels[start : start + batch_size]).sum())
+    return correct / max(len(images), 1)
+
+
 def evaluate_encoder(method: Method, dataset: DatasetHandle, job: JobConfig) -> dict[str, float]:
-    """Linear-probe and weighted-kNN accuracy of the frozen encoder: fitted on the train split,
-    scored on the held-out split."""
-    train_images, train_labels = dataset.read(job.data.train_split)
+    """Linear-probe and weighted-kNN accuracy of the frozen encoder, fitted on the train split
+    (every label: a measure of the representation), and the accuracy of a method that classifies,
+    all scored on the held-out split."""
     test_images, test_labels = dataset.read(job.data.eval_split)
+    metrics: dict[str, float] = {}
+    if method.classifies:
+        metrics["eval/classifier_acc"] = classifier_accuracy(
+            method, test_images, test_labels, job.data.image_size
+        )
+    if not (job.eval.linear_probe or job.eval.knn):
+        return metrics
+    train_images, train_labels = dataset.read(job.data.train_split)
     train_x = extract_features(method, train_images, job.data.image_size)
     test_x = extract_features(method, test_images, job.data.image_size)
-    metrics: dict[str, float] = {}
     if job.eval.linear_probe:
         metrics["eval/linear_probe_acc"] = linear_probe_accuracy(
             train_x, train_labels, test_x, test_labels

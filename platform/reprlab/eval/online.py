@@ -67,16 +67,22 @@ def _embed_shard(
     shape: tuple[int, int, int],
     image_size: int,
     device: torch.device,
+    classified: list[float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frozen features (float32, CPU) and labels of this worker's rows of a plain split."""
+    """Frozen features (float32, CPU) and labels of this worker's rows of a plain split; with
+    `classified`, the rows the method's own classifier gets right are added to its one count."""
+    method = module.method
     features, labels = [], []
     for batch in shard.iter_batches(batch_size=512, batch_format="numpy"):
         images, ok = decode_images(batch["image"], shape)
         x = resized(to_float_nchw(torch.from_numpy(images)).to(device), image_size)
-        features.append(module.method.embed(x).float().cpu())
+        features.append(method.embed(x).float().cpu())
         labels.append(torch.from_numpy(np.asarray(batch["label"])[ok]).long())
+        if classified is not None:
+            predicted = method.classify(x).argmax(dim=1).cpu()
+            classified[0] += float((predicted == labels[-1]).sum())
     if not features:
-        return torch.zeros(0, module.method.backbone.num_features), torch.zeros(0).long()
+        return torch.zeros(0, method.backbone.num_features), torch.zeros(0).long()
     return torch.cat(features), torch.cat(labels)
 
 
@@ -91,12 +97,14 @@ def evaluate_online(
     knn_temperature: float,
     device: torch.device,
 ) -> dict[str, float]:
-    """`online_linear_acc` of the online head and, given a train-split `bank_shard`, `knn_acc`,
-    both on the held-out rows of every worker (counts summed across workers)."""
+    """`online_linear_acc` of the online head, `classifier_acc` of a method that classifies
+    and, given a train-split `bank_shard`, `knn_acc`, all on the held-out rows of every worker
+    (counts summed across workers)."""
     was_training = module.training
     module.eval()
-    test_x, test_y = _embed_shard(module, eval_shard, shape, image_size, device)
-    counts = [float(len(test_y))]
+    classified = [0.0] if module.method.classifies else None
+    test_x, test_y = _embed_shard(module, eval_shard, shape, image_size, device, classified)
+    counts = [float(len(test_y)), *(classified or [])]
     if module.head is not None:
         logits = module.head(test_x.to(device)).float().cpu()
         counts.append(float((logits.argmax(dim=1) == test_y).sum()))
@@ -119,6 +127,8 @@ def evaluate_online(
     total, *correct = sum_across_workers(counts, device)
     rates = [count / max(total, 1.0) for count in correct]
     metrics = {}
+    if classified is not None:
+        metrics["classifier_acc"] = rates.pop(0)
     if module.head is not None:
         metrics["online_linear_acc"] = rates.pop(0)
     if bank_shard is not None:

@@ -6,11 +6,14 @@ from reprlab.methods.anil import ANIL
 from reprlab.methods.barlow_twins import BarlowTwins
 from reprlab.methods.base import EpisodicMethod, Method, MethodArgs
 from reprlab.methods.byol import BYOL
+from reprlab.methods.fixmatch import FixMatch
 from reprlab.methods.mae import MAE
 from reprlab.methods.maml import MAML
+from reprlab.methods.mean_teacher import MeanTeacher
 from reprlab.methods.moco_v2 import MoCoV2
 from reprlab.methods.moco_v3 import MoCoV3
 from reprlab.methods.protonet import ProtoNet
+from reprlab.methods.pseudo_label import PseudoLabel
 from reprlab.methods.rotation import Rotation
 from reprlab.methods.simclr import SimCLR
 from reprlab.methods.simsiam import SimSiam
@@ -28,6 +31,9 @@ METHODS: dict[str, type[Method]] = {
     "vicreg": VICReg,
     "rotation": Rotation,
     "supervised": Supervised,
+    "fixmatch": FixMatch,
+    "pseudo_label": PseudoLabel,
+    "mean_teacher": MeanTeacher,
     "protonet": ProtoNet,
     "maml": MAML,
     "anil": ANIL,

@@ -29,7 +29,11 @@ class Method(nn.Module):
     uses_mixed_labels: ClassVar[bool] = False
     """Whether training_step reads `label_mix`/`mix_weight` (a mixer in the view policy)."""
     batch_source: ClassVar[str] = "two_views"
-    """The batch source (train/sources/) the method trains on: "two_views" or "episodes"."""
+    """The batch source (train/sources/) the method trains on: "two_views", "episodes" or
+    "labelled_unlabelled"."""
+    classifies: ClassVar[bool] = False
+    """Whether `classify` gives class logits (a method trained with labels): its held-out
+    accuracy is then reported after every epoch and at the end."""
     ddp: ClassVar[bool] = True
     """Whether DDP may wrap it. Inner-loop learners (MAML) take `torch.autograd.grad` inside
     forward, which DDP's reducer does not support: the loop all-reduces their gradients."""
@@ -53,6 +57,12 @@ class Method(nn.Module):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Frozen representation of float [B,C,H,W] images in [0, 1]."""
         return self.backbone(images)
+
+    @torch.no_grad()
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """Class logits [B, classes] of float [B,C,H,W] images in [0, 1] (methods that
+        classify: the weights they are evaluated with)."""
+        raise NotImplementedError(f"{type(self).__name__} does not classify")
 
 
 class ProjectionArgs(MethodArgs):

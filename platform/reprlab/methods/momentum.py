@@ -1,5 +1,5 @@
-"""Momentum (EMA) target networks shared by MoCo and BYOL: the copy, the update and the
-schedules of the momentum coefficient."""
+"""Momentum (EMA) networks shared by MoCo, BYOL and the semi-supervised methods that evaluate an
+EMA copy: the copy, the update, the buffer copy and the schedules of the momentum coefficient."""
 
 from __future__ import annotations
 
@@ -31,6 +31,14 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     """target <- momentum * target + (1 - momentum) * online, parameter by parameter."""
     for target_param, online_param in zip(target.parameters(), online.parameters(), strict=True):
         target_param.lerp_(online_param.detach(), 1 - momentum)
+
+
+@torch.no_grad()
+def copy_buffers(target: nn.Module, online: nn.Module) -> None:
+    """target's buffers (BatchNorm running statistics and counts) <- online's: the EMA model of
+    the FixMatch code keeps the online statistics, since `ema_update` moves parameters only."""
+    for target_buffer, online_buffer in zip(target.buffers(), online.buffers(), strict=True):
+        target_buffer.copy_(online_buffer)
 
 
 class MomentumArgs(ProjectionArgs):

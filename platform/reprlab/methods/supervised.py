@@ -23,6 +23,7 @@ class Supervised(Method):
 
     Args = SupervisedArgs
     uses_mixed_labels = True
+    classifies = True
 
     def __init__(self, backbone: nn.Module, args: SupervisedArgs) -> None:
         super().__init__(backbone, args)
@@ -40,6 +41,10 @@ class Supervised(Method):
         labelled = labels >= 0
         accuracy = (logits.argmax(1)[labelled] == labels[labelled]).float().mean()
         return {"loss": loss, "train_acc": accuracy.detach()}
+
+    @torch.no_grad()
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.backbone(images))
 
     def mixed_loss(
         self,

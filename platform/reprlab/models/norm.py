@@ -95,7 +95,8 @@ class GlobalBatchNorm(_BatchNorm):
 
 def global_batch_norm(module: nn.Module, use_gpu: bool) -> nn.Module:
     """Swap every BatchNorm in `module` for a global-batch one: torch's SyncBatchNorm on GPU,
-    GlobalBatchNorm on CPU. Weights and running statistics are kept."""
+    GlobalBatchNorm on CPU. Weights, running statistics and frozen parameters (a momentum
+    copy's) are kept."""
     if use_gpu:
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in module.named_children():
@@ -108,6 +109,8 @@ def global_batch_norm(module: nn.Module, use_gpu: bool) -> nn.Module:
                 child.track_running_stats,
             )
             replacement.load_state_dict(child.state_dict())
+            for own, original in zip(replacement.parameters(), child.parameters(), strict=True):
+                own.requires_grad_(original.requires_grad)
             setattr(module, name, replacement)
         else:
             global_batch_norm(child, use_gpu)

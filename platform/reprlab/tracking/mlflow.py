@@ -208,6 +208,11 @@ def log_run_file(run_id: str, path: Path, uri: str) -> None:
     MlflowClient(uri).log_artifact(run_id, str(path))
 
 
+def log_run_text(run_id: str, text: str, path: str, uri: str) -> None:
+    """Log `text` as the artifact `path` of run `run_id`."""
+    MlflowClient(uri).log_text(run_id, text, path)
+
+
 def fetch_run_file(run_id: str, name: str, folder: Path, uri: str | None = None) -> Path | None:
     """Artifact `name` of run `run_id` downloaded into `folder`; None when the store has no
     such run or the run no such file."""

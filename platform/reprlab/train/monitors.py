@@ -16,6 +16,7 @@ from reprlab.data.handle import DatasetHandle
 from reprlab.data.pipeline import row_dataset
 from reprlab.eval.few_shot import fewshot_metrics
 from reprlab.eval.online import TrainingModule, evaluate_online
+from reprlab.methods import method_class
 
 
 @dataclass
@@ -35,7 +36,11 @@ class EpochMonitors:
     def __init__(self, job: JobConfig, dataset: DatasetHandle) -> None:
         self.job = job
         self.dataset = dataset
-        self.online = job.eval.online_linear or bool(job.eval.knn_every)
+        self.online = (
+            job.eval.online_linear
+            or bool(job.eval.knn_every)
+            or method_class(job.method).classifies
+        )
         fewshot = job.eval.fewshot
         self.fewshot_splits = []
         if fewshot is not None:

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from reprlab.driver_actors import on_driver_node
 
 POLL_SECONDS = 0.5
-SHOWN_SUFFIXES = ("online_linear_acc", "knn_acc", "shot_acc", "bad_rows")
+SHOWN_SUFFIXES = ("classifier_acc", "online_linear_acc", "knn_acc", "shot_acc", "bad_rows")
 """Epoch metrics worth a place on the summary line (besides loss, images/s and time)."""
 
 

@@ -22,6 +22,7 @@ from reprlab.tracking.mlflow import (
     DatasetInput,
     log_encoder,
     log_run_file,
+    log_run_text,
     start_run,
     tracked,
     tracking_uri,
@@ -59,14 +60,16 @@ def open_record(prepared: PreparedRun, tags: dict[str, str] | None = None) -> Ru
     sweep trial's parent run), and write the run record into the run's folder."""
     job = prepared.job
     uri = tracking_uri(job.tracking.tracking_uri)
+    source = batch_source(job, prepared.dataset)
+    resumed = prepared.resumed is not None
     run_id = start_run(
         job.tracking.experiment,
         prepared.run_name,
-        params=flatten(job),
+        params=flatten(job) | source.run_params(),
         config_yaml=to_yaml(job),
         tags={"reprlab.job": job.name, "reprlab.method": job.method, **(tags or {})},
         uri=uri,
-        run_id=prepared.resumed.mlflow_run_id if prepared.resumed else None,
+        run_id=prepared.resumed.mlflow_run_id if resumed else None,
         dataset=dataset_input(prepared.dataset),
     )
     record = RunRecord(
@@ -80,6 +83,9 @@ def open_record(prepared: PreparedRun, tags: dict[str, str] | None = None) -> Ru
     )
     record.save()
     log_run_file(run_id, record.storage / RUN_RECORD, uri)  # for `reprlab eval` elsewhere
+    if not resumed:
+        for path, text in source.run_files().items():
+            log_run_text(run_id, text, path, uri)
     return record
 
 
@@ -93,9 +99,11 @@ def log_preview(prepared: PreparedRun) -> None:
 
 
 def evaluate(prepared: PreparedRun, method: Method) -> dict[str, float]:
-    """The evaluate phase: linear probe and kNN of the frozen encoder, when the job asks."""
-    if prepared.job.eval.linear_probe or prepared.job.eval.knn:
-        return evaluate_encoder(method, prepared.dataset, prepared.job)
+    """The evaluate phase: linear probe and kNN of the frozen encoder when the job asks, the
+    held-out accuracy of a method that classifies."""
+    job = prepared.job
+    if job.eval.linear_probe or job.eval.knn or method.classifies:
+        return evaluate_encoder(method, prepared.dataset, job)
     return {}
 
 

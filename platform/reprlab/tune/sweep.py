@@ -21,6 +21,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from reprlab.config import ConfigError, JobConfig, load_job
 from reprlab.home import reprlab_home
+from reprlab.methods import method_class
 from reprlab.runs import RunRecord, runs_root
 from reprlab.tracking.mlflow import end_run, tracking_uri
 from reprlab.tune.spaces import SearchSpace, load_space
@@ -134,8 +135,11 @@ def list_sweeps() -> list[SweepRecord]:
 
 
 def default_metric(job: JobConfig) -> str:
-    """The job's per-epoch evaluation: the online linear accuracy, or the validation few-shot
-    accuracy of the first shot setting; ConfigError when the job evaluates nothing per epoch."""
+    """The job's per-epoch evaluation: the held-out accuracy of a method that classifies, the
+    online linear accuracy, or the validation few-shot accuracy of the first shot setting;
+    ConfigError when the job evaluates nothing per epoch."""
+    if method_class(job.method).classifies:
+        return "classifier_acc"
     if job.eval.online_linear:
         return "online_linear_acc"
     fewshot = job.eval.fewshot
@@ -149,6 +153,8 @@ def default_metric(job: JobConfig) -> str:
 
 def _check_metric(metric: str, job: JobConfig) -> None:
     reported = {"online_linear_acc"} if job.eval.online_linear else set()
+    if method_class(job.method).classifies:
+        reported.add("classifier_acc")
     if job.eval.knn_every:
         reported.add("knn_acc")
     fewshot = job.eval.fewshot

@@ -7,11 +7,13 @@ from reprlab.data.handle import DatasetHandle
 from reprlab.methods import method_class
 from reprlab.train.sources.base import BatchSource
 from reprlab.train.sources.episodes import EpisodeSource
+from reprlab.train.sources.semi import LabelledUnlabelledSource
 from reprlab.train.sources.views import TwoViewSource
 
 SOURCES: dict[str, type[BatchSource]] = {
     "two_views": TwoViewSource,
     "episodes": EpisodeSource,
+    "labelled_unlabelled": LabelledUnlabelledSource,
 }
 
 
@@ -20,4 +22,11 @@ def batch_source(job: JobConfig, dataset: DatasetHandle) -> BatchSource:
     return SOURCES[method_class(job.method).batch_source](job, dataset)
 
 
-__all__ = ["SOURCES", "BatchSource", "EpisodeSource", "TwoViewSource", "batch_source"]
+__all__ = [
+    "SOURCES",
+    "BatchSource",
+    "EpisodeSource",
+    "LabelledUnlabelledSource",
+    "TwoViewSource",
+    "batch_source",
+]

@@ -8,8 +8,10 @@ branch."""
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar
 
 import ray
@@ -17,11 +19,14 @@ import torch
 
 from reprlab.config import JobConfig
 from reprlab.data.handle import DatasetHandle
+from reprlab.data.label_subsets import LabelSubset, label_subset
+from reprlab.data.pipeline import RowSelection
 
 if TYPE_CHECKING:  # only the driver draws: Train workers skip importing matplotlib
     from matplotlib.figure import Figure
 
 GenDataset = ray.data.Dataset | Callable[[], ray.data.Dataset]
+LABELLED_ROWS_ARTIFACT = "data/labelled_rows.csv"
 
 
 class BatchSource(ABC):
@@ -41,6 +46,48 @@ class BatchSource(ABC):
         factories Ray Train calls each time it starts the worker group (a stream that depends
         on where training resumes asks `first_epoch` then)."""
         return {}
+
+    @cached_property
+    def subset(self) -> LabelSubset | None:
+        """On the driver: the labelled rows, or None when every row keeps its label."""
+        data = self.job.data
+        if not data.label_subset_asked:
+            return None
+        images, labels = self.dataset.read(data.train_split)
+        return label_subset(
+            images,
+            labels,
+            self.job.seed,
+            per_class=data.labels_per_class,
+            fraction=data.label_fraction,
+        )
+
+    def run_params(self) -> dict[str, str]:
+        """On the driver: what the run records as params about its labels (count, digest)."""
+        if self.subset is None:
+            return {}
+        return {
+            "data.labelled_rows": str(len(self.subset)),
+            "data.label_subset_digest": self.subset.digest,
+        }
+
+    def run_files(self) -> dict[str, str]:
+        """On the driver: text artifacts (path in the run -> content): the labelled rows."""
+        if self.subset is None:
+            return {}
+        _, labels = self.dataset.read(self.job.data.train_split)
+        lines = ["position,pixel_crc32,label"] + [
+            f"{position},{key},{labels[position]}"
+            for position, key in zip(self.subset.positions, self.subset.keys, strict=True)
+        ]
+        return {LABELLED_ROWS_ARTIFACT: "\n".join(lines) + "\n"}
+
+    def labelled_rows(self, rows_per_epoch: int) -> RowSelection | None:
+        """The stream selection of the labelled rows, repeated to give at least
+        `rows_per_epoch` rows an epoch; None when every row is labelled."""
+        if self.subset is None:
+            return None
+        return RowSelection(self.subset.keys, math.ceil(rows_per_epoch / len(self.subset)))
 
     def close(self) -> None:  # noqa: B027 - most sources start nothing to release
         """On the driver after training: release what `ray_datasets` started."""

@@ -29,7 +29,9 @@ class TwoViewSource(BatchSource):
     """`view1`, `view2` (float [B, C, S, S]) and `label` per row of `data.train_split`, plus
     `label_mix`/`mix_weight` when the policy mixes; the global batch is split evenly across
     workers. Views are a function of the job's seed, the epoch and the rows, and every epoch
-    comes from one Ray Data stream per worker."""
+    comes from one Ray Data stream per worker. With a label subset (a method that trains on
+    labels, from few of them), only the labelled rows stream, repeated to fill an epoch of the
+    split's length."""
 
     probe_keys = ("view1", "label")
     preview_artifact = "augment/view_pairs.png"
@@ -44,6 +46,7 @@ class TwoViewSource(BatchSource):
         return self.job.data.augment.at_size(self.job.data.image_size)
 
     def ray_datasets(self, first_epoch: Callable[[], int]) -> dict[str, GenDataset]:
+        _ = self.subset  # chosen here on the driver, and shipped with the source
         self.counter = RowCounter.options(scheduling_strategy=on_driver_node()).remote()
         return {"train": partial(self.view_stream, first_epoch)}
 
@@ -59,6 +62,7 @@ class TwoViewSource(BatchSource):
             counter=self.counter,
             map_batch_size=data.map_batch_size,
             cache=data.cache,
+            only=self.labelled_rows(self.dataset.rows(data.train_split)),
         )
 
     def close(self) -> None:
