@@ -95,6 +95,11 @@ class ModelConfig(Strict):
     width: int | None = Field(None, gt=0, description="conv4 filters per layer (default 64)")
     patch_size: int = Field(4, gt=0, description="ViT patch side; must divide data.image_size")
     global_bn: bool = Field(False, description="batch-norm statistics over all workers' batches")
+    init_from: str | None = Field(
+        None,
+        description="start from an earlier run's encoder: run name or folder, checkpoint "
+        "folder, MLflow run id, or MLflow model URI (runs:/..., models:/NAME@ALIAS)",
+    )
 
     @model_validator(mode="after")
     def _width_only_where_taken(self) -> ModelConfig:

@@ -6,6 +6,7 @@ from reprlab.methods.anil import ANIL
 from reprlab.methods.barlow_twins import BarlowTwins
 from reprlab.methods.base import EpisodicMethod, Method, MethodArgs
 from reprlab.methods.byol import BYOL
+from reprlab.methods.finetune import Finetune
 from reprlab.methods.fixmatch import FixMatch
 from reprlab.methods.mae import MAE
 from reprlab.methods.maml import MAML
@@ -31,6 +32,7 @@ METHODS: dict[str, type[Method]] = {
     "vicreg": VICReg,
     "rotation": Rotation,
     "supervised": Supervised,
+    "finetune": Finetune,
     "fixmatch": FixMatch,
     "pseudo_label": PseudoLabel,
     "mean_teacher": MeanTeacher,

@@ -53,6 +53,10 @@ class Method(nn.Module):
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Called after every optimiser step (global step count, total planned steps)."""
 
+    def lr_scales(self) -> dict[int, float]:
+        """Learning-rate multipliers by parameter id (layer-wise decay); others train at 1."""
+        return {}
+
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Frozen representation of float [B,C,H,W] images in [0, 1]."""

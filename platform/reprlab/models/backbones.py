@@ -107,6 +107,19 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def backbone_stages(backbone: nn.Module) -> list[nn.Module]:
+    """The encoder's stages from input to output, the unit of partial freezing, partial
+    re-initialisation and layer-wise learning-rate decay: conv4's blocks, or a timm ResNet's
+    stem and layer1-4. ValueError for an encoder without such stages (the ViTs, for now)."""
+    if isinstance(backbone, Conv4):
+        layers = list(backbone.features)[:-2]  # then the pooling to a grid and the flatten
+        return [nn.Sequential(*layers[i : i + 4]) for i in range(0, len(layers), 4)]
+    if hasattr(backbone, "layer4"):
+        stem = nn.Sequential(backbone.conv1, backbone.bn1)
+        return [stem, backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4]
+    raise ValueError(f"{type(backbone).__name__} has no stages (conv4 and ResNets have)")
+
+
 def build_backbone(
     name: str, in_chans: int, image_size: int = 32, patch_size: int = 4, **kwargs
 ) -> nn.Module:

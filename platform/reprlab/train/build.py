@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from reprlab.config import JobConfig
 from reprlab.eval.online import TrainingModule
 from reprlab.methods import Method, method_class
@@ -13,8 +15,12 @@ from reprlab.runs import RunRecord
 from reprlab.train.checkpoint import load_checkpoint
 
 
-def make_method(job: JobConfig, in_chans: int) -> Method:
-    """The job's method around a freshly initialised backbone."""
+def make_method(
+    job: JobConfig, in_chans: int, encoder_weights: dict[str, torch.Tensor] | None = None
+) -> Method:
+    """The job's method around a freshly initialised backbone, or one holding `encoder_weights`
+    (an earlier run's, `model.init_from`) before the method is built around it, so a method may
+    freeze or re-initialise parts of what it was given."""
     backbone_args = {"width": job.model.width} if job.model.width else {}
     backbone = build_backbone(
         job.model.backbone,
@@ -23,6 +29,8 @@ def make_method(job: JobConfig, in_chans: int) -> Method:
         patch_size=job.model.patch_size,
         **backbone_args,
     )
+    if encoder_weights is not None:
+        backbone.load_state_dict(encoder_weights)
     return method_class(job.method)(backbone, job.parsed_method_args())
 
 
@@ -31,11 +39,14 @@ def make_training_module(
     in_chans: int,
     num_classes: int,
     probe_keys: tuple[str, str] | None = ("view1", "label"),
+    encoder_weights: dict[str, torch.Tensor] | None = None,
 ) -> TrainingModule:
-    """The job's method plus its online linear classifier when `eval.online_linear` is on (on
-    the batch keys `probe_keys` = (images, labels) its batch source names)."""
+    """The job's method (its encoder from `encoder_weights` when given) plus its online linear
+    classifier when `eval.online_linear` is on (on the batch keys `probe_keys` = (images,
+    labels) its batch source names)."""
     head_classes = num_classes if job.eval.online_linear and probe_keys else None
-    return TrainingModule(make_method(job, in_chans), head_classes, probe_keys)
+    method = make_method(job, in_chans, encoder_weights)
+    return TrainingModule(method, head_classes, probe_keys)
 
 
 def load_trained_method(record: RunRecord, checkpoint: Path) -> Method:

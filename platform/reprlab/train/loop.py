@@ -34,8 +34,9 @@ PROGRESS_EVERY = 5
 class WorkerPlan:
     """Everything a Train worker needs, built on the driver: the job, its batch source and
     monitors, the dataset's channels and classes, the driver's progress board (when there is
-    one); what runs the loop and receives its epochs (Ray Train, or a single-process Tune trial)
-    and values reported with every epoch (a PBT trial's schedule)."""
+    one); what runs the loop and receives its epochs (Ray Train, or a single-process Tune trial),
+    values reported with every epoch (a PBT trial's schedule) and the encoder weights training
+    starts from (`model.init_from`)."""
 
     job: JobConfig
     source: BatchSource
@@ -45,6 +46,7 @@ class WorkerPlan:
     progress: ray.actor.ActorHandle | None = None
     session: TrainSession = field(default_factory=TrainSession)
     epoch_constants: dict[str, float] = field(default_factory=dict)
+    encoder_weights: dict[str, torch.Tensor] | None = None
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -59,7 +61,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         torch.set_num_threads(job.scaling.torch_threads)
     device = session.device()
 
-    module = make_training_module(job, plan.in_chans, plan.num_classes, source.probe_keys)
+    module = make_training_module(
+        job, plan.in_chans, plan.num_classes, source.probe_keys, plan.encoder_weights
+    )
     method = module.method
     optimizer = make_optimizer(job, module)
     state = TrainState()

@@ -11,26 +11,33 @@ from reprlab.train.lars import LARS
 
 
 def make_optimizer(job: JobConfig, module: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW, SGD or LARS over all trainable parameters; no weight decay on norms and biases. The
-    online classifier (`head`, when there is one) gets its own group at `eval.online_linear_lr`
-    without decay, as solo-learn's does, so the monitor is useful from the first epochs."""
+    """AdamW, SGD or LARS over all trainable parameters; no weight decay on norms and biases,
+    each parameter at its method's `lr_scales` (1 by default). The online classifier (`head`,
+    when there is one) gets its own group at `eval.online_linear_lr` without decay, as
+    solo-learn's does, so the monitor is useful from the first epochs."""
     head = getattr(module, "head", None)
     head_ids = {id(p) for p in head.parameters()} if head is not None else set()
-    decay, no_decay = [], []
+    scales = getattr(module, "method", module).lr_scales()
+    grouped: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
     for parameter in module.parameters():
         if parameter.requires_grad and id(parameter) not in head_ids:
-            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
+            key = (parameter.ndim > 1, scales.get(id(parameter), 1.0))
+            grouped.setdefault(key, []).append(parameter)
     groups = [
-        {"params": decay, "weight_decay": job.optim.weight_decay, "lr_scale": 1.0},
-        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
+        {
+            "params": params,
+            "weight_decay": job.optim.weight_decay if decayed else 0.0,
+            "lr_scale": scale,
+            "lars": decayed,  # biases and norms take plain SGD steps under LARS
+        }
+        for (decayed, scale), params in grouped.items()
     ]
     if head is not None:
         scale = job.eval.online_linear_lr / job.optim.lr
-        groups.append({"params": list(head.parameters()), "weight_decay": 0.0, "lr_scale": scale})
+        head_group = {"params": list(head.parameters()), "weight_decay": 0.0, "lr_scale": scale}
+        groups.append(head_group | {"lars": False})
     optim = job.optim
     if optim.optimizer == "lars":
-        for group in groups[1:]:
-            group["lars"] = False  # biases, norms and the online head: plain SGD steps
         return LARS(groups, lr=optim.lr, momentum=optim.momentum, eta=optim.lars_eta)
     if optim.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=optim.lr, momentum=optim.momentum)
