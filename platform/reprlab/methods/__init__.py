@@ -11,6 +11,7 @@ from reprlab.methods.fixmatch import FixMatch
 from reprlab.methods.mae import MAE
 from reprlab.methods.maml import MAML
 from reprlab.methods.mean_teacher import MeanTeacher
+from reprlab.methods.mixmatch import MixMatch
 from reprlab.methods.moco_v2 import MoCoV2
 from reprlab.methods.moco_v3 import MoCoV3
 from reprlab.methods.protonet import ProtoNet
@@ -36,6 +37,7 @@ METHODS: dict[str, type[Method]] = {
     "fixmatch": FixMatch,
     "pseudo_label": PseudoLabel,
     "mean_teacher": MeanTeacher,
+    "mixmatch": MixMatch,
     "protonet": ProtoNet,
     "maml": MAML,
     "anil": ANIL,

@@ -20,7 +20,8 @@ import torch
 from reprlab.config import JobConfig
 from reprlab.data.handle import DatasetHandle
 from reprlab.data.label_subsets import LabelSubset, label_subset
-from reprlab.data.pipeline import RowSelection
+from reprlab.data.pipeline import RowCounter, RowSelection
+from reprlab.driver_actors import on_driver_node
 
 if TYPE_CHECKING:  # only the driver draws: Train workers skip importing matplotlib
     from matplotlib.figure import Figure
@@ -112,3 +113,30 @@ class BatchSource(ABC):
     def preview_figure(self, count: int, seed: int) -> Figure | None:
         """A picture of what training sees, drawn with `seed` (`count` examples where the
         source shows examples; None when it has nothing to show for `count`)."""
+
+
+class RowCountingSource(BatchSource):
+    """A source whose Ray Data tasks skip corrupt rows and count them in a `RowCounter` actor
+    on the driver's node, started by `start_streams` (in `ray_datasets`) and ended in `close`."""
+
+    def __init__(self, job: JobConfig, dataset: DatasetHandle) -> None:
+        super().__init__(job, dataset)
+        self.counter: ray.actor.ActorHandle | None = None
+
+    def start_streams(self) -> None:
+        """On the driver, before the streams exist: choose the label subset (it travels with
+        the source) and start the row counter."""
+        _ = self.subset
+        self.counter = RowCounter.options(scheduling_strategy=on_driver_node()).remote()
+
+    def close(self) -> None:
+        if self.counter is not None:
+            ray.kill(self.counter)
+            self.counter = None
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """`data/bad_rows`: rows skipped as corrupt so far (the streams run ahead of the steps,
+        so a per-epoch count would be a guess)."""
+        if self.counter is None:
+            return {}
+        return {"data/bad_rows": ray.get(self.counter.value.remote())}

@@ -16,16 +16,15 @@ from reprlab.augment import ViewPolicy
 from reprlab.augment.ops import float_images
 from reprlab.config import JobConfig
 from reprlab.data.handle import DatasetHandle
-from reprlab.data.pipeline import RowCounter, view_dataset
+from reprlab.data.pipeline import view_dataset
 from reprlab.distributed import world_info
-from reprlab.driver_actors import on_driver_node
-from reprlab.train.sources.base import BatchSource, GenDataset
+from reprlab.train.sources.base import GenDataset, RowCountingSource
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-class LabelledUnlabelledSource(BatchSource):
+class LabelledUnlabelledSource(RowCountingSource):
     """Per step, B = `data.batch_size` labelled images (`labelled`, weak view by
     `data.augment`, with `label`) and mu*B unlabelled ones (mu = `data.unlabelled_ratio`) as
     `unlabelled_weak` (`data.augment`) and `unlabelled_strong` (`data.strong_augment`) views of
@@ -42,7 +41,6 @@ class LabelledUnlabelledSource(BatchSource):
 
     def __init__(self, job: JobConfig, dataset: DatasetHandle) -> None:
         super().__init__(job, dataset)
-        self.counter: ray.actor.ActorHandle | None = None
         self._streams: tuple[Iterator, Iterator] | None = None
 
     @property
@@ -58,8 +56,7 @@ class LabelledUnlabelledSource(BatchSource):
         return self.job.data.batch_size * self.job.data.unlabelled_ratio
 
     def ray_datasets(self, first_epoch: Callable[[], int]) -> dict[str, GenDataset]:
-        _ = self.subset  # chosen here on the driver, and shipped with the source
-        self.counter = RowCounter.options(scheduling_strategy=on_driver_node()).remote()
+        self.start_streams()
         return {
             "labelled": partial(self._stream, first_epoch, labelled=True),
             "unlabelled": partial(self._stream, first_epoch, labelled=False),
@@ -82,11 +79,6 @@ class LabelledUnlabelledSource(BatchSource):
             map_batch_size=data.map_batch_size,
             cache=data.cache,
         )
-
-    def close(self) -> None:
-        if self.counter is not None:
-            ray.kill(self.counter)
-            self.counter = None
 
     def steps_per_epoch(self, world: int) -> int:
         per_worker = self.unlabelled_batch // world
@@ -120,12 +112,6 @@ class LabelledUnlabelledSource(BatchSource):
 
     def images_in(self, batch: dict[str, torch.Tensor]) -> int:
         return batch["label"].shape[0] + 2 * batch["unlabelled_weak"].shape[0]
-
-    def epoch_metrics(self) -> dict[str, float]:
-        """`data/bad_rows`: rows skipped as corrupt so far, both streams."""
-        if self.counter is None:
-            return {}
-        return {"data/bad_rows": ray.get(self.counter.value.remote())}
 
     def preview_figure(self, count: int, seed: int) -> Figure | None:
         """The first `count` train rows, each with its weak and its strong view."""

@@ -16,16 +16,15 @@ from reprlab.augment import ViewPolicy
 from reprlab.augment.ops import float_images
 from reprlab.config import JobConfig
 from reprlab.data.handle import DatasetHandle
-from reprlab.data.pipeline import RowCounter, view_dataset
+from reprlab.data.pipeline import view_dataset
 from reprlab.distributed import world_info
-from reprlab.driver_actors import on_driver_node
-from reprlab.train.sources.base import BatchSource, GenDataset
+from reprlab.train.sources.base import GenDataset, RowCountingSource
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-class TwoViewSource(BatchSource):
+class TwoViewSource(RowCountingSource):
     """`view1`, `view2` (float [B, C, S, S]) and `label` per row of `data.train_split`, plus
     `label_mix`/`mix_weight` when the policy mixes; the global batch is split evenly across
     workers. Views are a function of the job's seed, the epoch and the rows, and every epoch
@@ -38,7 +37,6 @@ class TwoViewSource(BatchSource):
 
     def __init__(self, job: JobConfig, dataset: DatasetHandle) -> None:
         super().__init__(job, dataset)
-        self.counter: ray.actor.ActorHandle | None = None
         self._stream: Iterator[dict[str, torch.Tensor]] | None = None
 
     @property
@@ -46,8 +44,7 @@ class TwoViewSource(BatchSource):
         return self.job.data.augment.at_size(self.job.data.image_size)
 
     def ray_datasets(self, first_epoch: Callable[[], int]) -> dict[str, GenDataset]:
-        _ = self.subset  # chosen here on the driver, and shipped with the source
-        self.counter = RowCounter.options(scheduling_strategy=on_driver_node()).remote()
+        self.start_streams()
         return {"train": partial(self.view_stream, first_epoch)}
 
     def view_stream(self, first_epoch: Callable[[], int]) -> ray.data.Dataset:
@@ -64,11 +61,6 @@ class TwoViewSource(BatchSource):
             cache=data.cache,
             only=self.labelled_rows(self.dataset.rows(data.train_split)),
         )
-
-    def close(self) -> None:
-        if self.counter is not None:
-            ray.kill(self.counter)
-            self.counter = None
 
     def steps_per_epoch(self, world: int) -> int:
         per_worker = self.job.data.batch_size // world
@@ -88,13 +80,6 @@ class TwoViewSource(BatchSource):
 
     def images_in(self, batch: dict[str, torch.Tensor]) -> int:
         return batch["label"].shape[0]
-
-    def epoch_metrics(self) -> dict[str, float]:
-        """`data/bad_rows`: rows skipped as corrupt so far (the stream runs ahead of the steps,
-        so a per-epoch count would be a guess)."""
-        if self.counter is None:
-            return {}
-        return {"data/bad_rows": ray.get(self.counter.value.remote())}
 
     def preview_figure(self, count: int, seed: int) -> Figure | None:
         """The first `count` rows of the train split, each with its two views (none for 0)."""
