@@ -1,6 +1,7 @@
 """Mean Teacher: the consistency cost against its formula written element by element, the ramp-up
-weight and the EMA decay schedule in closed form, the training step term by term, evaluation
-through the teacher, the checkpointed schedule and the batch keys it may read."""
+weight and the EMA decay schedule in closed form, the training step term by term, the
+checkpointed schedule and its defaults (what it shares with the other semi-supervised methods is
+in test_semi_methods.py)."""
 
 from __future__ import annotations
 
@@ -13,25 +14,15 @@ from pydantic import ValidationError
 from torch import nn
 
 from reprlab.methods.mean_teacher import MeanTeacher, MeanTeacherArgs, softmax_squared_error
-from reprlab.models.backbones import Conv4
 
-KEYS = {"labelled", "label", "unlabelled_weak", "unlabelled_strong"}
-
-
-def _softmax(row: list[float]) -> list[float]:
-    exps = [math.exp(x) for x in row]
-    return [e / sum(exps) for e in exps]
-
-
-def _cross_entropy(row: list[float], target: int) -> float:
-    return -row[target] + math.log(sum(math.exp(x) for x in row))
+from .semi_methods import assert_labelled_outputs, cross_entropy, make_batch, make_method, softmax
 
 
 def paper_consistency(student: list[list[float]], teacher: list[list[float]]) -> float:
     """(1/N) sum_i sum_c (softmax(student_i)_c - softmax(teacher_i)_c)^2."""
     total = 0.0
     for student_row, teacher_row in zip(student, teacher, strict=True):
-        p, q = _softmax(student_row), _softmax(teacher_row)
+        p, q = softmax(student_row), softmax(teacher_row)
         total += sum((p[c] - q[c]) ** 2 for c in range(len(p)))
     return total / len(student)
 
@@ -39,20 +30,6 @@ def paper_consistency(student: list[list[float]], teacher: list[list[float]]) ->
 def closed_form_rampup(steps_taken: int, length: int) -> float:
     """exp(-5 (1 - k / L)^2) for k < L optimiser steps taken, 1 from then on."""
     return math.exp(-5 * (1 - steps_taken / length) ** 2) if steps_taken < length else 1.0
-
-
-def _mean_teacher(**args) -> MeanTeacher:
-    return MeanTeacher(Conv4(in_chans=1, width=8), MeanTeacherArgs(num_classes=3, **args))
-
-
-def _batch(seed: int, rows: int = 4, mu: int = 2) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return {
-        "labelled": torch.rand(rows, 1, 12, 12, generator=generator),
-        "label": torch.randint(0, 3, (rows,), generator=generator),
-        "unlabelled_weak": torch.rand(mu * rows, 1, 12, 12, generator=generator),
-        "unlabelled_strong": torch.rand(mu * rows, 1, 12, 12, generator=generator),
-    }
 
 
 def _perturb(module: nn.Module, seed: int) -> None:
@@ -76,8 +53,8 @@ def test_consistency_matches_the_formula_and_spares_the_teacher() -> None:
 
 def test_no_gradient_reaches_the_teacher() -> None:
     torch.manual_seed(0)
-    method = _mean_teacher(rampup_fraction=0.0)
-    method.training_step(_batch(0))["loss"].backward()
+    method = make_method(MeanTeacher, rampup_fraction=0.0)
+    method.training_step(make_batch(0))["loss"].backward()
     assert all(p.grad is None and not p.requires_grad for p in method.teacher.parameters())
     assert all(p.grad is not None for p in method.classifier.parameters())
     trainable = {id(p) for p in method.parameters() if p.requires_grad}
@@ -89,18 +66,18 @@ def test_rampup_weight_in_closed_form(last_step: int | None) -> None:
     """A ramp-up of 0.5 * 20 = 10 steps; `on_step_end(k)` is called after step k, so the next
     step is step k + 1 (None: no step taken yet, the weight of step 0)."""
     torch.manual_seed(0)
-    method = _mean_teacher(consistency_weight=4.0, rampup_fraction=0.5)
+    method = make_method(MeanTeacher, consistency_weight=4.0, rampup_fraction=0.5)
     steps_taken = 0 if last_step is None else last_step + 1
     for step in range(steps_taken):
         method.on_step_end(step, 20)
     expected = 4.0 * closed_form_rampup(steps_taken, 10)
-    weight = method.training_step(_batch(1))["consistency_weight"]
+    weight = method.training_step(make_batch(1))["consistency_weight"]
     assert weight.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_no_rampup_means_full_weight_from_the_first_step() -> None:
-    method = _mean_teacher(consistency_weight=4.0, rampup_fraction=0.0)
-    assert method.training_step(_batch(2))["consistency_weight"].item() == 4.0
+    method = make_method(MeanTeacher, consistency_weight=4.0, rampup_fraction=0.0)
+    assert method.training_step(make_batch(2))["consistency_weight"].item() == 4.0
 
 
 def test_training_step_is_labelled_plus_weighted_consistency_mid_ramp() -> None:
@@ -109,11 +86,11 @@ def test_training_step_is_labelled_plus_weighted_consistency_mid_ramp() -> None:
     recomputed term by term after 3 of the 10 ramp-up steps; the teacher is moved off the
     student so that swapping them would show."""
     torch.manual_seed(0)
-    method = _mean_teacher(consistency_weight=6.0, rampup_fraction=0.5)
+    method = make_method(MeanTeacher, consistency_weight=6.0, rampup_fraction=0.5)
     for step in range(3):
         method.on_step_end(step, 20)
     _perturb(method.teacher, seed=1)
-    batch = _batch(3)
+    batch = make_batch(3)
     rows = len(batch["label"])
     reference = copy.deepcopy(method)
     with torch.no_grad():
@@ -125,7 +102,7 @@ def test_training_step_is_labelled_plus_weighted_consistency_mid_ramp() -> None:
     output = method.training_step(batch)
 
     labels = batch["label"].tolist()
-    labelled_loss = sum(_cross_entropy(logits[i], labels[i]) for i in range(rows)) / rows
+    labelled_loss = sum(cross_entropy(logits[i], labels[i]) for i in range(rows)) / rows
     consistency = paper_consistency(logits[rows:], teacher)
     weight = 6.0 * math.exp(-5 * (1 - 3 / 10) ** 2)
     assert output["labelled_loss"].item() == pytest.approx(labelled_loss, rel=1e-5)
@@ -133,11 +110,7 @@ def test_training_step_is_labelled_plus_weighted_consistency_mid_ramp() -> None:
     assert output["consistency_weight"].item() == pytest.approx(weight, rel=1e-6)
     expected = labelled_loss + weight * consistency
     assert output["loss"].item() == pytest.approx(expected, rel=1e-5)
-    correct = sum(logits[i].index(max(logits[i])) == labels[i] for i in range(rows))
-    assert output["train_acc"].item() == pytest.approx(correct / rows)
-    torch.testing.assert_close(output["features"], features[:rows])
-    assert output["loss"].requires_grad
-    assert not any(value.requires_grad for key, value in output.items() if key != "loss")
+    assert_labelled_outputs(output, logits, labels, features)
 
 
 def test_ema_decay_switches_after_the_rampup_and_copies_batchnorm_buffers() -> None:
@@ -145,12 +118,12 @@ def test_ema_decay_switches_after_the_rampup_and_copies_batchnorm_buffers() -> N
     the 4 updates of steps 0..3 the teacher is P + 0.8^4 (E0 - P), after 3 more (steps 4..6)
     P + 0.5^3 0.8^4 (E0 - P); BatchNorm buffers are the student's after every update."""
     torch.manual_seed(0)
-    method = _mean_teacher(ema_decay=0.8, ema_decay_after_rampup=0.5, rampup_fraction=0.4)
+    method = make_method(
+        MeanTeacher, ema_decay=0.8, ema_decay_after_rampup=0.5, rampup_fraction=0.4
+    )
     method.double()
     _perturb(method.teacher, seed=2)
-    method.training_step(
-        {k: v.double() if v.is_floating_point() else v for k, v in _batch(4).items()}
-    )
+    method.training_step(make_batch(4, torch.float64))
     start = [p.detach().clone() for p in method.teacher.parameters()]
     student = nn.Sequential(method.backbone, method.classifier)
 
@@ -174,118 +147,25 @@ def test_ema_decay_switches_after_the_rampup_and_copies_batchnorm_buffers() -> N
         torch.testing.assert_close(buffer, buffers[name], atol=0, rtol=0)
 
 
-def test_state_dict_round_trips_the_schedule_and_the_teacher() -> None:
+def test_the_schedule_survives_a_checkpoint() -> None:
+    """The ramp-up weight; the teacher's weights are checked for all methods in
+    test_semi_methods.py."""
     torch.manual_seed(0)
-    method = _mean_teacher(rampup_fraction=0.5)
-    _sgd_step(method, _batch(5))
+    method = make_method(MeanTeacher, rampup_fraction=0.5)
     for step in range(6):
         method.on_step_end(step, 20)
     torch.manual_seed(1)
-    restored = _mean_teacher(rampup_fraction=0.5)
+    restored = make_method(MeanTeacher, rampup_fraction=0.5)
     restored.load_state_dict(method.state_dict())
     assert restored.rampup.item() == pytest.approx(closed_form_rampup(6, 10), rel=1e-6)
-    batch = _batch(6)
+    batch = make_batch(6)
     assert (
         restored.training_step(batch)["consistency_weight"].item()
         == method.training_step(batch)["consistency_weight"].item()
     )
-    images = batch["labelled"]
-    torch.testing.assert_close(restored.classify(images), method.classify(images), atol=0, rtol=0)
-
-
-def _sgd_step(method: MeanTeacher, batch: dict[str, torch.Tensor]) -> None:
-    optimiser = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.5)
-    method.training_step(batch)["loss"].backward()
-    optimiser.step()
-
-
-def test_classify_and_embed_use_the_teacher_in_eval_mode() -> None:
-    torch.manual_seed(0)
-    method = _mean_teacher(ema_decay=0.9, ema_decay_after_rampup=0.5)
-    before = copy.deepcopy(nn.Sequential(method.backbone, method.classifier))
-    _sgd_step(method, _batch(7))
-    method.on_step_end(0, 10)
-    expected = copy.deepcopy(nn.Sequential(method.backbone, method.classifier)).eval()
-    with torch.no_grad():
-        for target, old in zip(expected.parameters(), before.parameters(), strict=True):
-            target.copy_(0.9 * old + 0.1 * target)
-    images = _batch(8)["labelled"]
-    method.train()
-    classified, embedded = method.classify(images), method.embed(images)
-    method.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(classified, expected(images))
-        torch.testing.assert_close(embedded, expected[0](images))
-        torch.testing.assert_close(method.classify(images), classified, atol=0, rtol=0)
-        student = method.classifier(method.backbone(images))
-    assert not classified.requires_grad
-    assert (student - classified).abs().max() > 1e-3
-
-
-def test_zero_decay_evaluates_the_student_weights() -> None:
-    torch.manual_seed(0)
-    method = _mean_teacher(ema_decay=0.0, ema_decay_after_rampup=0.0)
-    _sgd_step(method, _batch(9))
-    method.on_step_end(0, 10)
-    images = _batch(10)["labelled"]
-    method.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(
-            method.classify(images), method.classifier(method.backbone(images))
-        )
-        torch.testing.assert_close(method.embed(images), method.backbone(images))
-
-
-class _RecordingBatch(dict):
-    """A batch that remembers every key the method looks up."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.read: set[str] = set()
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        self.read.add(key)
-        return super().__getitem__(key)
-
-    def get(self, key: str, default=None):
-        self.read.add(key)
-        return super().get(key, default)
-
-
-def test_reads_only_the_documented_keys() -> None:
-    batch = _batch(11)
-    garbage = {
-        "unlabelled_label": torch.full((8,), 10**6),
-        "view1": torch.full((4, 1, 12, 12), float("nan")),
-    }
-    torch.manual_seed(0)
-    recording = _RecordingBatch({**batch, **garbage})
-    with_garbage = _mean_teacher(rampup_fraction=0.0).training_step(recording)
-    torch.manual_seed(0)
-    without = _mean_teacher(rampup_fraction=0.0).training_step(batch)
-    assert recording.read <= KEYS
-    for key, value in without.items():
-        torch.testing.assert_close(with_garbage[key], value, atol=0, rtol=0)
-
-
-def test_a_few_steps_on_a_fixed_batch_lower_the_loss() -> None:
-    torch.manual_seed(0)
-    method = _mean_teacher(rampup_fraction=0.0)
-    batch = _batch(12)
-    optimiser = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for step in range(15):
-        loss = method.training_step(batch)["loss"]
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        method.on_step_end(step, 15)
-        losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0]
 
 
 def test_paper_defaults_and_bounds() -> None:
-    assert MeanTeacher.batch_source == "labelled_unlabelled" and MeanTeacher.classifies
     args = MeanTeacherArgs()
     assert (
         args.num_classes,

@@ -1,7 +1,7 @@
 """MixMatch: sharpening, mixup and the two losses against their formulas written element by
 element, the label guess, the training step against an independent recomputation from the same
-seed, the ramp-up in closed form, evaluation through the EMA weights, the checkpointed schedule
-and the batch keys it may read."""
+seed, the ramp-up in closed form, the checkpointed schedule and its defaults (what it shares with
+the other semi-supervised methods is in test_semi_methods.py)."""
 
 from __future__ import annotations
 
@@ -16,34 +16,8 @@ from torch import nn
 
 from reprlab.augment.mix import beta
 from reprlab.methods.mixmatch import MixMatch, MixMatchArgs, mixmatch_losses, mixup, sharpen
-from reprlab.models.backbones import Conv4
 
-KEYS = {"labelled", "label", "unlabelled_weak", "unlabelled_strong"}
-
-
-def _softmax(row: list[float]) -> list[float]:
-    exps = [math.exp(x) for x in row]
-    return [e / sum(exps) for e in exps]
-
-
-def _mixmatch(**args) -> MixMatch:
-    return MixMatch(Conv4(in_chans=1, width=8), MixMatchArgs(num_classes=3, **args))
-
-
-def _batch(seed: int, rows: int = 4, mu: int = 2) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return {
-        "labelled": torch.rand(rows, 1, 12, 12, generator=generator),
-        "label": torch.randint(0, 3, (rows,), generator=generator),
-        "unlabelled_weak": torch.rand(mu * rows, 1, 12, 12, generator=generator),
-        "unlabelled_strong": torch.rand(mu * rows, 1, 12, 12, generator=generator),
-    }
-
-
-def _sgd_step(method: MixMatch, batch: dict[str, torch.Tensor]) -> None:
-    optimiser = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.5)
-    method.training_step(batch)["loss"].backward()
-    optimiser.step()
+from .semi_methods import make_batch, make_method, softmax
 
 
 def test_sharpen_is_the_renormalised_power() -> None:
@@ -88,13 +62,13 @@ def test_losses_match_their_formulas() -> None:
         *(torch.tensor(t, dtype=torch.float64) for t in (logits_x, targets_x, logits_u, targets_u))
     )
     cross_entropy = sum(
-        -sum(q * math.log(p) for q, p in zip(target, _softmax(row), strict=True))
+        -sum(q * math.log(p) for q, p in zip(target, softmax(row), strict=True))
         for row, target in zip(logits_x, targets_x, strict=True)
     )
     squared = sum(
         (p - q) ** 2
         for row, target in zip(logits_u, targets_u, strict=True)
-        for p, q in zip(_softmax(row), target, strict=True)
+        for p, q in zip(softmax(row), target, strict=True)
     )
     assert labelled.item() == pytest.approx(cross_entropy / 3, rel=1e-12)
     assert unlabelled.item() == pytest.approx(squared / (2 * 3), rel=1e-12)
@@ -102,8 +76,8 @@ def test_losses_match_their_formulas() -> None:
 
 def test_guess_is_the_sharpened_average_over_both_views_without_gradient() -> None:
     torch.manual_seed(0)
-    method = _mixmatch(sharpen_temperature=0.5)
-    batch = _batch(0)
+    method = make_method(MixMatch, sharpen_temperature=0.5)
+    batch = make_batch(0)
     view1, view2 = batch["unlabelled_weak"], batch["unlabelled_strong"]
     reference = copy.deepcopy(method)
     with torch.no_grad():
@@ -113,7 +87,7 @@ def test_guess_is_the_sharpened_average_over_both_views_without_gradient() -> No
     assert not guess.requires_grad
     rows = len(view1)
     for i in range(rows):
-        first, second = _softmax(logits[i]), _softmax(logits[rows + i])
+        first, second = softmax(logits[i]), softmax(logits[rows + i])
         mean = [(a + b) / 2 for a, b in zip(first, second, strict=True)]
         expected = [p**2 / sum(q**2 for q in mean) for p in mean]
         assert guess[i].tolist() == pytest.approx(expected, rel=1e-5)
@@ -152,11 +126,11 @@ def test_training_step_equals_an_independent_recomputation(unlabelled_weight: fl
     """Same loss, terms, metrics and gradients as the recomputation 3 steps into a ramp-up of
     0.5 * 20 = 10 steps (weight 0.3 lambda_u): the guess must carry no gradient."""
     torch.manual_seed(0)
-    method = _mixmatch(unlabelled_weight=unlabelled_weight, rampup_fraction=0.5)
+    method = make_method(MixMatch, unlabelled_weight=unlabelled_weight, rampup_fraction=0.5)
     for step in range(3):
         method.on_step_end(step, 20)
     reference = copy.deepcopy(method)
-    batch = _batch(1)
+    batch = make_batch(1)
 
     torch.manual_seed(7)
     output = method.training_step(batch)
@@ -185,8 +159,8 @@ def test_training_step_equals_an_independent_recomputation(unlabelled_weight: fl
 
 def test_the_mixing_is_reproduced_by_the_seed_and_changes_with_it() -> None:
     torch.manual_seed(0)
-    method = _mixmatch()
-    batch = _batch(2)
+    method = make_method(MixMatch)
+    batch = make_batch(2)
     losses = []
     for seed in (3, 3, 4):
         torch.manual_seed(seed)
@@ -199,139 +173,39 @@ def test_rampup_weight_in_closed_form(last_step: int | None) -> None:
     """A ramp-up of 0.5 * 20 = 10 steps; `on_step_end(k)` is called after step k, so the next
     step is step k + 1 (None: no step taken yet, weight 0)."""
     torch.manual_seed(0)
-    method = _mixmatch(unlabelled_weight=4.0, rampup_fraction=0.5)
+    method = make_method(MixMatch, unlabelled_weight=4.0, rampup_fraction=0.5)
     steps_taken = 0 if last_step is None else last_step + 1
     for step in range(steps_taken):
         method.on_step_end(step, 20)
-    weight = method.training_step(_batch(3))["unlabelled_weight"]
+    weight = method.training_step(make_batch(3))["unlabelled_weight"]
     assert weight.item() == pytest.approx(4.0 * min(steps_taken / 10, 1.0), rel=1e-6)
 
 
 def test_no_rampup_means_full_weight_from_the_first_step() -> None:
-    method = _mixmatch(unlabelled_weight=4.0, rampup_fraction=0.0)
-    assert method.training_step(_batch(4))["unlabelled_weight"].item() == 4.0
+    method = make_method(MixMatch, unlabelled_weight=4.0, rampup_fraction=0.0)
+    assert method.training_step(make_batch(4))["unlabelled_weight"].item() == 4.0
 
 
-def test_ema_after_k_steps_is_geometric_and_copies_batchnorm_buffers() -> None:
-    """With the online weights held at P and the EMA starting at E0, k updates give
-    P + decay^k (E0 - P); BatchNorm buffers are the online ones after every update."""
+def test_the_ramp_survives_a_checkpoint() -> None:
+    """The ramp-up weight; the EMA weights are checked for all methods in
+    test_semi_methods.py."""
     torch.manual_seed(0)
-    method = _mixmatch(ema_decay=0.8).double()
-    with torch.no_grad():
-        for parameter in method.ema.parameters():
-            parameter.add_(torch.randn_like(parameter))
-    method.training_step(
-        {k: v.double() if v.is_floating_point() else v for k, v in _batch(5).items()}
-    )
-    start = [p.detach().clone() for p in method.ema.parameters()]
-    online = nn.Sequential(method.backbone, method.classifier)
-    for step in range(5):
-        method.on_step_end(step, 5)
-    for ema, fixed, initial in zip(
-        method.ema.parameters(), online.parameters(), start, strict=True
-    ):
-        torch.testing.assert_close(ema, fixed.detach() + 0.8**5 * (initial - fixed.detach()))
-    buffers = dict(online.named_buffers())
-    assert any(name.endswith("num_batches_tracked") and b.item() > 0 for name, b in buffers.items())
-    for name, buffer in method.ema.named_buffers():
-        torch.testing.assert_close(buffer, buffers[name], atol=0, rtol=0)
-
-
-def test_classify_and_embed_use_the_ema_weights_in_eval_mode() -> None:
-    torch.manual_seed(0)
-    method = _mixmatch(ema_decay=0.9, rampup_fraction=0.0)
-    before = copy.deepcopy(nn.Sequential(method.backbone, method.classifier))
-    _sgd_step(method, _batch(6))
-    method.on_step_end(0, 10)
-    expected = copy.deepcopy(nn.Sequential(method.backbone, method.classifier)).eval()
-    with torch.no_grad():
-        for target, old in zip(expected.parameters(), before.parameters(), strict=True):
-            target.copy_(0.9 * old + 0.1 * target)
-    images = _batch(7)["labelled"]
-    method.train()
-    classified, embedded = method.classify(images), method.embed(images)
-    method.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(classified, expected(images))
-        torch.testing.assert_close(embedded, expected[0](images))
-        torch.testing.assert_close(method.classify(images), classified, atol=0, rtol=0)
-        online = method.classifier(method.backbone(images))
-    assert not classified.requires_grad
-    assert (online - classified).abs().max() > 1e-3
-
-
-def test_state_dict_round_trips_the_ramp_and_the_ema() -> None:
-    torch.manual_seed(0)
-    method = _mixmatch(rampup_fraction=0.5)
-    _sgd_step(method, _batch(8))
+    method = make_method(MixMatch, rampup_fraction=0.5)
     for step in range(6):
         method.on_step_end(step, 20)
     torch.manual_seed(1)
-    restored = _mixmatch(rampup_fraction=0.5)
+    restored = make_method(MixMatch, rampup_fraction=0.5)
     restored.load_state_dict(method.state_dict())
     assert restored.ramp.item() == pytest.approx(0.6)
-    batch = _batch(9)
+    batch = make_batch(9)
     assert (
         restored.training_step(batch)["unlabelled_weight"].item()
         == method.training_step(batch)["unlabelled_weight"].item()
         == pytest.approx(75.0 * 0.6)
     )
-    images = batch["labelled"]
-    torch.testing.assert_close(restored.classify(images), method.classify(images), atol=0, rtol=0)
-
-
-class _RecordingBatch(dict):
-    """A batch that remembers every key the method looks up."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.read: set[str] = set()
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        self.read.add(key)
-        return super().__getitem__(key)
-
-    def get(self, key: str, default=None):
-        self.read.add(key)
-        return super().get(key, default)
-
-
-def test_reads_only_the_documented_keys() -> None:
-    batch = _batch(10)
-    garbage = {
-        "unlabelled_label": torch.full((8,), 10**6),
-        "view1": torch.full((4, 1, 12, 12), float("nan")),
-    }
-    torch.manual_seed(0)
-    recording = _RecordingBatch({**batch, **garbage})
-    with_garbage = _mixmatch(rampup_fraction=0.0).training_step(recording)
-    torch.manual_seed(0)
-    without = _mixmatch(rampup_fraction=0.0).training_step(batch)
-    assert recording.read <= KEYS
-    for key, value in without.items():
-        torch.testing.assert_close(with_garbage[key], value, atol=0, rtol=0)
-
-
-def test_a_few_steps_on_a_fixed_batch_lower_the_loss() -> None:
-    """The same mixing every step (torch reseeded), so the objective is fixed but for the guess."""
-    torch.manual_seed(0)
-    method = _mixmatch(rampup_fraction=0.0)
-    batch = _batch(11)
-    optimiser = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=1e-2)
-    losses = []
-    for step in range(15):
-        torch.manual_seed(100)
-        loss = method.training_step(batch)["loss"]
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        method.on_step_end(step, 15)
-        losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0]
 
 
 def test_paper_defaults_and_bounds() -> None:
-    assert MixMatch.batch_source == "labelled_unlabelled" and MixMatch.classifies
     args = MixMatchArgs()
     assert (
         args.num_classes,

@@ -1,16 +1,15 @@
 """Pseudo-Label: the unlabelled loss, its gradient and the entropy term against Lee's formulas
 written element by element, the alpha(t) ramp by step and across a checkpoint, the training
-step recomputed term by term, evaluation weights, and the batch keys it may read."""
+step recomputed term by term, and its defaults (what it shares with the other semi-supervised
+methods is in test_semi_methods.py)."""
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
 import torch
 from pydantic import ValidationError
-from torch import nn
 
 from reprlab.methods.pseudo_label import (
     PseudoLabel,
@@ -18,24 +17,15 @@ from reprlab.methods.pseudo_label import (
     mean_entropy,
     pseudo_label_loss,
 )
-from reprlab.models.backbones import Conv4
 
-KEYS = {"labelled", "label", "unlabelled_weak"}
+from .semi_methods import assert_labelled_outputs, cross_entropy, make_batch, make_method, softmax
+
 LOGITS = [[5.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 4.0], [0.2, 0.1, 0.0], [0.0, 3.0, 0.0]]
 # softmax confidences 0.987, 0.576, 0.965, 0.367, 0.909 (argmax 0, 0, 2, 0, 1).
 
 
-def _softmax(row: list[float]) -> list[float]:
-    exps = [math.exp(x) for x in row]
-    return [e / sum(exps) for e in exps]
-
-
-def _cross_entropy(row: list[float], target: int) -> float:
-    return -row[target] + math.log(sum(math.exp(x) for x in row))
-
-
 def _entropy(rows: list[list[float]]) -> float:
-    return sum(-sum(p * math.log(p) for p in _softmax(row)) for row in rows) / len(rows)
+    return sum(-sum(p * math.log(p) for p in softmax(row)) for row in rows) / len(rows)
 
 
 def lee_unlabelled_loss(logits: list[list[float]], threshold: float) -> tuple[float, float]:
@@ -43,24 +33,11 @@ def lee_unlabelled_loss(logits: list[list[float]], threshold: float) -> tuple[fl
     (Lee 2013 eq. 15's unlabelled term with a confidence threshold); and the kept fraction."""
     total, kept = 0.0, 0
     for row in logits:
-        p = _softmax(row)
+        p = softmax(row)
         if max(p) >= threshold:
-            total += _cross_entropy(row, p.index(max(p)))
+            total += cross_entropy(row, p.index(max(p)))
             kept += 1
     return total / len(logits), kept / len(logits)
-
-
-def _method(**args) -> PseudoLabel:
-    return PseudoLabel(Conv4(in_chans=1, width=8), PseudoLabelArgs(num_classes=3, **args))
-
-
-def _batch(seed: int, rows: int = 4, mu: int = 2) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return {
-        "labelled": torch.rand(rows, 1, 12, 12, generator=generator),
-        "label": torch.randint(0, 3, (rows,), generator=generator),
-        "unlabelled_weak": torch.rand(mu * rows, 1, 12, 12, generator=generator),
-    }
 
 
 @pytest.mark.parametrize(("threshold", "rate"), [(0.9, 3 / 5), (0.0, 1.0)])
@@ -76,7 +53,7 @@ def test_a_confidence_equal_to_the_threshold_is_kept() -> None:
     logits = torch.tensor([[100.0, 0.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
     loss, rate = pseudo_label_loss(logits, 1.0)
     assert rate.item() == 0.5
-    assert loss.item() == pytest.approx(_cross_entropy([100.0, 0.0, 0.0], 0) / 2, abs=1e-30)
+    assert loss.item() == pytest.approx(cross_entropy([100.0, 0.0, 0.0], 0) / 2, abs=1e-30)
 
 
 def test_the_pseudo_label_is_a_constant_of_the_gradient() -> None:
@@ -87,7 +64,7 @@ def test_the_pseudo_label_is_a_constant_of_the_gradient() -> None:
     loss.backward()
     expected = []
     for row in LOGITS:
-        p = _softmax(row)
+        p = softmax(row)
         kept = max(p) >= 0.9
         target = p.index(max(p))
         expected.append([(p[k] - (k == target)) * kept / len(LOGITS) for k in range(3)])
@@ -122,9 +99,9 @@ def test_alpha_ramps_with_the_steps_passed_to_on_step_end(
 ) -> None:
     """Step s (0-based) is trained with alpha(s): at first on a fresh method, later after the
     loop's on_step_end(s - 1, total)."""
-    batch = _batch(0)
+    batch = make_batch(0)
     torch.manual_seed(0)
-    method = _method(unlabelled_weight=3.0, rampup_start=start, rampup_end=end)
+    method = make_method(PseudoLabel, unlabelled_weight=3.0, rampup_start=start, rampup_end=end)
     for step, alpha in alphas.items():
         if step > 0:
             method.on_step_end(step - 1, total)
@@ -136,17 +113,18 @@ def test_training_step_is_labelled_plus_ramped_unlabelled(entropy_weight: float)
     """The loss from the method's logits of one pass over [labelled, unlabelled_weak] (BatchNorm
     on the statistics of both), recomputed term by term mid-ramp; the threshold is the median
     unlabelled confidence, so some pseudo-labels are kept and some are not."""
-    batch = _batch(1)
+    batch = make_batch(1)
     rows, unlabelled = len(batch["label"]), len(batch["unlabelled_weak"])
     torch.manual_seed(0)
-    reference = _method()
+    reference = make_method(PseudoLabel)
     with torch.no_grad():
         features = reference.backbone(torch.cat([batch["labelled"], batch["unlabelled_weak"]]))
         logits = reference.classifier(features).double().tolist()
     weak = logits[rows:]
-    threshold = sorted(max(_softmax(row)) for row in weak)[unlabelled // 2]
+    threshold = sorted(max(softmax(row)) for row in weak)[unlabelled // 2]
     torch.manual_seed(0)
-    method = _method(
+    method = make_method(
+        PseudoLabel,
         threshold=threshold,
         unlabelled_weight=3.0,
         rampup_start=0.1,
@@ -158,7 +136,7 @@ def test_training_step_is_labelled_plus_ramped_unlabelled(entropy_weight: float)
     output = method.training_step(batch)
 
     labels = batch["label"].tolist()
-    labelled_loss = sum(_cross_entropy(logits[i], labels[i]) for i in range(rows)) / rows
+    labelled_loss = sum(cross_entropy(logits[i], labels[i]) for i in range(rows)) / rows
     unlabelled_loss, rate = lee_unlabelled_loss(weak, threshold)
     entropy = _entropy(weak)
     assert 0 < rate < 1 and output["mask_rate"].item() == pytest.approx(rate)
@@ -168,22 +146,18 @@ def test_training_step_is_labelled_plus_ramped_unlabelled(entropy_weight: float)
     assert output["entropy"].item() == pytest.approx(entropy, rel=1e-5)
     expected = labelled_loss + 0.75 * unlabelled_loss + entropy_weight * 0.75 * entropy
     assert output["loss"].item() == pytest.approx(expected, rel=1e-5)
-    correct = sum(logits[i].index(max(logits[i])) == labels[i] for i in range(rows))
-    assert output["train_acc"].item() == pytest.approx(correct / rows)
-    torch.testing.assert_close(output["features"], features[:rows])
-    assert output["loss"].requires_grad
-    assert not any(value.requires_grad for key, value in output.items() if key != "loss")
+    assert_labelled_outputs(output, logits, labels, features)
 
 
 def test_the_ramp_survives_a_checkpoint() -> None:
-    batch = _batch(2)
+    batch = make_batch(2)
     torch.manual_seed(0)
-    method = _method(rampup_start=0.1, rampup_end=0.5)
+    method = make_method(PseudoLabel, rampup_start=0.1, rampup_end=0.5)
     method.on_step_end(19, 100)
     state = method.state_dict()
     assert state["ramp"].dtype == torch.float32
     torch.manual_seed(1)
-    restored = _method(rampup_start=0.1, rampup_end=0.5)
+    restored = make_method(PseudoLabel, rampup_start=0.1, rampup_end=0.5)
     restored.load_state_dict(state)
     resumed, original = restored.training_step(batch), method.training_step(batch)
     assert resumed["unlabelled_weight"].item() == pytest.approx(0.75)
@@ -191,99 +165,7 @@ def test_the_ramp_survives_a_checkpoint() -> None:
         torch.testing.assert_close(resumed[key], value, atol=0, rtol=0)
 
 
-class _RecordingBatch(dict):
-    """A batch that remembers every key the method looks up."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.read: set[str] = set()
-
-    def __getitem__(self, key: str) -> torch.Tensor:
-        self.read.add(key)
-        return super().__getitem__(key)
-
-    def get(self, key: str, default=None):
-        self.read.add(key)
-        return super().get(key, default)
-
-
-def test_reads_only_the_labelled_and_weak_unlabelled_images() -> None:
-    batch = _batch(3)
-    garbage = {
-        "unlabelled_strong": torch.full((8, 1, 12, 12), float("nan")),
-        "unlabelled_label": torch.full((8,), 10**6),
-        "view1": torch.full((4, 1, 12, 12), float("nan")),
-    }
-    torch.manual_seed(0)
-    method = _method(threshold=0.3, rampup_end=0.0, entropy_weight=0.1)
-    recording = _RecordingBatch({**batch, **garbage})
-    with_garbage = method.training_step(recording)
-    torch.manual_seed(0)
-    without = _method(threshold=0.3, rampup_end=0.0, entropy_weight=0.1).training_step(batch)
-    assert recording.read <= KEYS
-    for key, value in without.items():
-        torch.testing.assert_close(with_garbage[key], value, atol=0, rtol=0)
-
-
-def _sgd_step(method: PseudoLabel, batch: dict[str, torch.Tensor]) -> None:
-    optimiser = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.5)
-    method.training_step(batch)["loss"].backward()
-    optimiser.step()
-
-
-def test_classify_and_embed_use_the_ema_weights_in_eval_mode() -> None:
-    torch.manual_seed(0)
-    method = _method(ema_decay=0.9, threshold=0.3, rampup_end=0.0)
-    before = copy.deepcopy(nn.Sequential(method.backbone, method.classifier))
-    _sgd_step(method, _batch(4))
-    method.on_step_end(0, 10)
-    expected = copy.deepcopy(nn.Sequential(method.backbone, method.classifier)).eval()
-    with torch.no_grad():
-        for target, old in zip(expected.parameters(), before.parameters(), strict=True):
-            target.copy_(0.9 * old + 0.1 * target)
-    images = _batch(5)["labelled"]
-    method.train()
-    classified, embedded = method.classify(images), method.embed(images)
-    with torch.no_grad():
-        torch.testing.assert_close(classified, expected(images))
-        torch.testing.assert_close(embedded, expected[0](images))
-        method.eval()
-        online = method.classifier(method.backbone(images))
-    assert (online - classified).abs().max() > 1e-3
-
-
-def test_zero_decay_evaluates_the_online_weights() -> None:
-    torch.manual_seed(0)
-    method = _method(threshold=0.3, rampup_end=0.0)
-    _sgd_step(method, _batch(6))
-    method.on_step_end(0, 10)
-    images = _batch(7)["labelled"]
-    method.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(
-            method.classify(images), method.classifier(method.backbone(images))
-        )
-        torch.testing.assert_close(method.embed(images), method.backbone(images))
-
-
-def test_a_few_steps_on_a_fixed_batch_lower_the_loss() -> None:
-    torch.manual_seed(0)
-    method = _method(threshold=0.5, rampup_end=0.0)
-    batch = _batch(8)
-    optimiser = torch.optim.Adam(method.parameters(), lr=1e-2)
-    losses = []
-    for step in range(15):
-        loss = method.training_step(batch)["loss"]
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        method.on_step_end(step, 15)
-        losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0]
-
-
 def test_lee_defaults_and_bounds() -> None:
-    assert PseudoLabel.batch_source == "labelled_unlabelled" and PseudoLabel.classifies
     args = PseudoLabelArgs()
     assert (args.num_classes, args.threshold, args.unlabelled_weight) == (10, 0.95, 3.0)
     assert (args.rampup_start, args.rampup_end, args.entropy_weight, args.ema_decay) == (

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from reprlab.methods.base import Method, MethodArgs
-from reprlab.methods.momentum import copy_buffers, ema_update, momentum_copy
+from reprlab.methods.base import MethodArgs
+from reprlab.methods.ema_classifier import EMAClassifier
 
 
 def fixmatch_unlabelled_loss(
@@ -33,7 +33,7 @@ class FixMatchArgs(MethodArgs):
     ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of the evaluated EMA weights")
 
 
-class FixMatch(Method):
+class FixMatch(EMAClassifier):
     """Encoder plus a linear classifier, trained in one pass over the labelled and both
     unlabelled views so BatchNorm sees them all, as in the paper.
 
@@ -44,20 +44,9 @@ class FixMatch(Method):
     `embed` and `classify` use the EMA copy of backbone and classifier, always in eval mode."""
 
     Args = FixMatchArgs
-    batch_source = "labelled_unlabelled"
-    classifies = True
 
     def __init__(self, backbone: nn.Module, args: FixMatchArgs) -> None:
-        super().__init__(backbone, args)
-        self.classifier = nn.Linear(backbone.num_features, args.num_classes)
-        self.ema = momentum_copy(nn.Sequential(self.backbone, self.classifier)).eval()
-
-    def train(self, mode: bool = True) -> FixMatch:
-        """Set the online networks' mode; the EMA copy stays in eval mode (BatchNorm on the
-        running statistics copied from the online networks)."""
-        super().train(mode)
-        self.ema.eval()
-        return self
+        super().__init__(backbone, args, num_classes=args.num_classes, with_ema=True)
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         labelled, weak, strong = (
@@ -87,14 +76,4 @@ class FixMatch(Method):
         }
 
     def on_step_end(self, step: int, total_steps: int) -> None:
-        online = nn.Sequential(self.backbone, self.classifier)
-        ema_update(self.ema, online, self.args.ema_decay)
-        copy_buffers(self.ema, online)
-
-    @torch.no_grad()
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return self.ema[0](images)
-
-    @torch.no_grad()
-    def classify(self, images: torch.Tensor) -> torch.Tensor:
-        return self.ema(images)
+        self.update_ema(self.args.ema_decay)

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from reprlab.methods.base import Method, MethodArgs
-from reprlab.methods.momentum import copy_buffers, ema_update, momentum_copy
+from reprlab.methods.base import MethodArgs
+from reprlab.methods.ema_classifier import EMAClassifier
 from reprlab.methods.rampup import sigmoid_rampup
 
 
@@ -40,8 +40,8 @@ class MeanTeacherArgs(MethodArgs):
     )
 
 
-class MeanTeacher(Method):
-    """Student encoder plus a linear classifier, and an EMA teacher copy of both.
+class MeanTeacher(EMAClassifier):
+    """Student encoder plus a linear classifier, and an EMA teacher copy of both (`ema`).
 
     A batch holds `labelled` float [B,C,H,W] in [0, 1] with `label` int64 [B], and
     `unlabelled_weak`, `unlabelled_strong` float [muB,C,H,W]: row i of both is the same
@@ -53,23 +53,18 @@ class MeanTeacher(Method):
     mode on its own batch statistics). `embed` and `classify` use the teacher."""
 
     Args = MeanTeacherArgs
-    batch_source = "labelled_unlabelled"
-    classifies = True
 
     def __init__(self, backbone: nn.Module, args: MeanTeacherArgs) -> None:
-        super().__init__(backbone, args)
-        self.classifier = nn.Linear(backbone.num_features, args.num_classes)
-        self.teacher = momentum_copy(nn.Sequential(self.backbone, self.classifier)).eval()
+        super().__init__(backbone, args, num_classes=args.num_classes, with_ema=True)
         # The ramp value of the next training step, kept in the state dict so a resumed run
         # carries on the schedule; step 0's is that of any positive ramp-up length.
         first = sigmoid_rampup(0, 1) if args.rampup_fraction > 0 else 1.0
         self.register_buffer("rampup", torch.tensor(first))
 
-    def train(self, mode: bool = True) -> MeanTeacher:
-        """Set the student's mode; the teacher stays in eval mode."""
-        super().train(mode)
-        self.teacher.eval()
-        return self
+    @property
+    def teacher(self) -> nn.Module:
+        """The EMA copy `ema` of student backbone and classifier, which is what is evaluated."""
+        return self.evaluated()
 
     def rampup_steps(self, total_steps: int) -> int:
         """Optimiser steps over which the consistency weight ramps up and the EMA decay is
@@ -105,15 +100,5 @@ class MeanTeacher(Method):
     def on_step_end(self, step: int, total_steps: int) -> None:
         length = self.rampup_steps(total_steps)
         decay = self.args.ema_decay if step < length else self.args.ema_decay_after_rampup
-        student = nn.Sequential(self.backbone, self.classifier)
-        ema_update(self.teacher, student, decay)
-        copy_buffers(self.teacher, student)
+        self.update_ema(decay)
         self.rampup.fill_(sigmoid_rampup(step + 1, length))
-
-    @torch.no_grad()
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return self.teacher[0](images)
-
-    @torch.no_grad()
-    def classify(self, images: torch.Tensor) -> torch.Tensor:
-        return self.teacher(images)

@@ -11,8 +11,8 @@ from pydantic import Field
 from torch import nn
 
 from reprlab.augment.mix import beta
-from reprlab.methods.base import Method, MethodArgs
-from reprlab.methods.momentum import copy_buffers, ema_update, momentum_copy
+from reprlab.methods.base import MethodArgs
+from reprlab.methods.ema_classifier import EMAClassifier
 from reprlab.methods.rampup import linear_rampup
 
 
@@ -60,7 +60,7 @@ class MixMatchArgs(MethodArgs):
     ema_decay: float = Field(0.999, ge=0, lt=1, description="decay of the evaluated EMA weights")
 
 
-class MixMatch(Method):
+class MixMatch(EMAClassifier):
     """Encoder plus a linear classifier, trained in one pass over the mixed labelled and
     unlabelled rows so BatchNorm sees them all (the official code's interleaving is not needed).
 
@@ -75,23 +75,12 @@ class MixMatch(Method):
     copy of backbone and classifier, always in eval mode."""
 
     Args = MixMatchArgs
-    batch_source = "labelled_unlabelled"
-    classifies = True
 
     def __init__(self, backbone: nn.Module, args: MixMatchArgs) -> None:
-        super().__init__(backbone, args)
-        self.classifier = nn.Linear(backbone.num_features, args.num_classes)
-        self.ema = momentum_copy(nn.Sequential(self.backbone, self.classifier)).eval()
+        super().__init__(backbone, args, num_classes=args.num_classes, with_ema=True)
         # linear_rampup(0, 0, fraction * steps) does not depend on the steps: 0 unless fraction
         # is 0.
         self.register_buffer("ramp", torch.tensor(linear_rampup(0, 0, args.rampup_fraction)))
-
-    def train(self, mode: bool = True) -> MixMatch:
-        """Set the online networks' mode; the EMA copy stays in eval mode (BatchNorm on the
-        running statistics copied from the online networks)."""
-        super().train(mode)
-        self.ema.eval()
-        return self
 
     @torch.no_grad()
     def guess_labels(self, view1: torch.Tensor, view2: torch.Tensor) -> torch.Tensor:
@@ -136,14 +125,4 @@ class MixMatch(Method):
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Set the ramp for the next step, step + 1; move the EMA copy."""
         self.ramp.fill_(linear_rampup(step + 1, 0, self.args.rampup_fraction * total_steps))
-        online = nn.Sequential(self.backbone, self.classifier)
-        ema_update(self.ema, online, self.args.ema_decay)
-        copy_buffers(self.ema, online)
-
-    @torch.no_grad()
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return self.ema[0](images)
-
-    @torch.no_grad()
-    def classify(self, images: torch.Tensor) -> torch.Tensor:
-        return self.ema(images)
+        self.update_ema(self.args.ema_decay)

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from reprlab.methods.base import Method, MethodArgs
-from reprlab.methods.momentum import copy_buffers, ema_update, momentum_copy
+from reprlab.methods.base import MethodArgs
+from reprlab.methods.ema_classifier import EMAClassifier
 from reprlab.methods.rampup import linear_rampup
 
 
@@ -58,7 +58,7 @@ class PseudoLabelArgs(MethodArgs):
         return self
 
 
-class PseudoLabel(Method):
+class PseudoLabel(EMAClassifier):
     """Encoder plus a linear classifier, trained in one pass over the labelled and the weakly
     augmented unlabelled images so BatchNorm sees both.
 
@@ -72,26 +72,13 @@ class PseudoLabel(Method):
     online networks."""
 
     Args = PseudoLabelArgs
-    batch_source = "labelled_unlabelled"
-    classifies = True
 
     def __init__(self, backbone: nn.Module, args: PseudoLabelArgs) -> None:
-        super().__init__(backbone, args)
-        self.classifier = nn.Linear(backbone.num_features, args.num_classes)
+        super().__init__(backbone, args, num_classes=args.num_classes, with_ema=args.ema_decay > 0)
         # linear_rampup(0, T1, T2) does not depend on the total steps: 0 unless T2 is 0.
         self.register_buffer(
             "ramp", torch.tensor(linear_rampup(0, args.rampup_start, args.rampup_end))
         )
-        self.ema: nn.Module | None = None
-        if args.ema_decay > 0:
-            self.ema = momentum_copy(nn.Sequential(self.backbone, self.classifier)).eval()
-
-    def train(self, mode: bool = True) -> PseudoLabel:
-        """Set the online networks' mode; the EMA copy, if any, stays in eval mode."""
-        super().train(mode)
-        if self.ema is not None:
-            self.ema.eval()
-        return self
 
     def ramp_at(self, step: int, total_steps: int) -> float:
         """linear_rampup(step, T1, T2) with T1, T2 the rampup fractions of `total_steps`."""
@@ -127,21 +114,4 @@ class PseudoLabel(Method):
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Set alpha for the next step, step + 1; move the EMA copy, if any."""
         self.ramp.fill_(self.ramp_at(step + 1, total_steps))
-        if self.ema is not None:
-            online = nn.Sequential(self.backbone, self.classifier)
-            ema_update(self.ema, online, self.args.ema_decay)
-            copy_buffers(self.ema, online)
-
-    def evaluated(self) -> nn.Module:
-        """The networks `embed` and `classify` use: the EMA copy, else the online ones."""
-        if self.ema is not None:
-            return self.ema
-        return nn.Sequential(self.backbone, self.classifier)
-
-    @torch.no_grad()
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return self.evaluated()[0](images)
-
-    @torch.no_grad()
-    def classify(self, images: torch.Tensor) -> torch.Tensor:
-        return self.evaluated()(images)
+        self.update_ema(self.args.ema_decay)
