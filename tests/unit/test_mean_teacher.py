@@ -82,7 +82,8 @@ def test_no_rampup_means_full_weight_from_the_first_step() -> None:
 
 def test_training_step_is_labelled_plus_weighted_consistency_mid_ramp() -> None:
     """The loss from the student's logits of one pass over [labelled, unlabelled_weak] (BatchNorm
-    on their batch statistics) and the teacher's eval-mode logits of `unlabelled_strong`,
+    on their batch statistics) and the teacher's logits of `unlabelled_strong` (on that batch's
+    statistics too, as in the official code),
     recomputed term by term after 3 of the 10 ramp-up steps; the teacher is moved off the
     student so that swapping them would show."""
     torch.manual_seed(0)
@@ -97,7 +98,7 @@ def test_training_step_is_labelled_plus_weighted_consistency_mid_ramp() -> None:
         images = torch.cat([batch["labelled"], batch["unlabelled_weak"]])
         features = reference.backbone(images)
         logits = reference.classifier(features).double().tolist()
-        teacher = reference.teacher.eval()(batch["unlabelled_strong"]).double().tolist()
+        teacher = reference.teacher.train()(batch["unlabelled_strong"]).double().tolist()
 
     output = method.training_step(batch)
 
