@@ -91,7 +91,11 @@ class RunRecord:
 
     @property
     def checkpoints(self) -> str:
-        """The folder or URI holding the run's checkpoints."""
+        """The folder or URI holding the run's checkpoints: its shared storage when the job
+        names one, else the run folder itself, wherever it lies now (another REPRLAB_HOME, a
+        copied folder)."""
+        if self.job.storage.path is None:
+            return str(self.storage)
         return run_checkpoints(self.job, self.run_name)
 
     def latest_checkpoint(self) -> Path:

@@ -47,6 +47,16 @@ def test_a_run_name_resolves_to_its_newest_checkpoint_and_loads_it() -> None:
     assert not method.training
 
 
+def test_a_run_folder_moved_out_of_this_home_still_finds_its_checkpoints(tmp_path) -> None:
+    storage = _run("r3", ["checkpoint_2026-11-23_08-00-00.1"])
+    elsewhere = tmp_path / "other_home" / "runs" / "r3"
+    elsewhere.parent.mkdir(parents=True)
+    storage.rename(elsewhere)
+    run, checkpoint = find_trained(str(elsewhere))
+    assert checkpoint == elsewhere / "checkpoint_2026-11-23_08-00-00.1"
+    assert run.storage == elsewhere
+
+
 def test_the_record_round_trips_with_its_job() -> None:
     job = validate_job({"model": {"width": 8}, "optim": {"epochs": 3}})
     record = RunRecord("r2", runs_root() / "r2", job, 3, 7, "id", "sqlite:///y.db")
