@@ -10,12 +10,15 @@ import pytest
 
 from reprlab.augment import WeakPolicy
 from reprlab.config import ConfigError, load_job
+from reprlab.data.catalog import ingest
+from reprlab.data.handle import DatasetHandle
 from reprlab.data.label_subsets import (
     label_subset,
     row_keys,
     stratified_rows,
 )
 from reprlab.data.pipeline import augment_views, keep_rows
+from reprlab.train.prepare import prepare
 
 LABELS = np.repeat(np.arange(5), [10, 20, 30, 40, 50])
 
@@ -119,3 +122,20 @@ def test_a_label_subset_needs_a_method_that_takes_one() -> None:
         "jobs/semi/fixmatch_mnist5k.yaml", ["data.labels_per_class=null", "data.label_fraction=0.1"]
     )
     assert job.data.label_fraction == 0.1 and job.data.labels_per_class is None
+
+
+def test_more_labels_per_class_than_a_class_has_fails_before_ray_naming_the_class() -> None:
+    ingest("digits")
+    per_class = DatasetHandle.open("digits").manifest["splits"]["train"]["per_class"]
+    smallest, count = min(per_class.items(), key=lambda item: item[1])
+    job = load_job(
+        "jobs/semi/fixmatch_mnist5k.yaml",
+        ["data.dataset=digits", f"data.labels_per_class={count + 1}"],
+    )
+    with pytest.raises(ConfigError) as error:
+        prepare(job)
+    assert str(error.value) == (
+        f"data.labels_per_class: class {smallest!r} of digits's train split has {count} rows; "
+        f"must be <= {count}, got {count + 1}"
+    )
+    assert prepare(load_job("jobs/semi/fixmatch_mnist5k.yaml", ["data.dataset=digits"]))

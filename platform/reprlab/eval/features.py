@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -14,34 +16,36 @@ from reprlab.methods import Method
 
 
 @torch.no_grad()
-def extract_features(
-    method: Method, images: np.ndarray, image_size: int, batch_size: int = 512
-) -> np.ndarray:
-    """`method.embed` of uint8 [N,H,W,C] images (resized to image_size when they differ), in
-    eval mode, as float32 [N, D]."""
+def _outputs(
+    apply: Callable[[torch.Tensor], torch.Tensor],
+    method: Method,
+    images: np.ndarray,
+    image_size: int,
+    batch_size: int = 512,
+) -> torch.Tensor:
+    """`apply` (a method's embed or classify) over uint8 [N,H,W,C] images resized to
+    image_size, in eval mode and in batches, as float32 on the CPU."""
     method.eval()
     device = next(method.parameters()).device
     chunks = []
     for start in range(0, len(images), batch_size):
         x = to_float_nchw(torch.from_numpy(images[start : start + batch_size])).to(device)
-        x = resized(x, image_size)
-        chunks.append(method.embed(x).float().cpu())
-    return torch.cat(chunks).numpy()
+        chunks.append(apply(resized(x, image_size)).float().cpu())
+    return torch.cat(chunks)
 
 
-@torch.no_grad()
+def extract_features(method: Method, images: np.ndarray, image_size: int) -> np.ndarray:
+    """`method.embed` of uint8 [N,H,W,C] images (resized to image_size when they differ), in
+    eval mode, as float32 [N, D]."""
+    return _outputs(method.embed, method, images, image_size).numpy()
+
+
 def classifier_accuracy(
-    method: Method, images: np.ndarray, labels: np.ndarray, image_size: int, batch_size: int = 512
+    method: Method, images: np.ndarray, labels: np.ndarray, image_size: int
 ) -> float:
     """Accuracy of `method.classify` (a method trained with labels) on uint8 [N,H,W,C] images."""
-    method.eval()
-    device = next(method.parameters()).device
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        x = to_float_nchw(torch.from_numpy(images[start : start + batch_size])).to(device)
-        predicted = method.classify(resized(x, image_size)).argmax(dim=1).cpu().numpy()
-        correct += int((predicted == labels[start : start + batch_size]).sum())
-    return correct / max(len(images), 1)
+    predicted = _outputs(method.classify, method, images, image_size).argmax(dim=1).numpy()
+    return float((predicted == labels).mean())
 
 
 def evaluate_encoder(method: Method, dataset: DatasetHandle, job: JobConfig) -> dict[str, float]:

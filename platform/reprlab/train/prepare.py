@@ -63,8 +63,8 @@ def open_dataset(job: JobConfig) -> DatasetHandle:
 
 
 def check_job_fits_dataset(job: JobConfig, dataset: DatasetHandle) -> None:
-    """ConfigError (one line, naming the key) when a split, episode setting, evaluation or
-    class count of the job does not fit the dataset's manifest."""
+    """ConfigError (one line, naming the key) when a split, episode setting, evaluation, class
+    count or labels per class of the job does not fit the dataset's manifest."""
     name = job.data.dataset
     fewshot = job.eval.fewshot
     splits = [("data.train_split", job.data.train_split), ("data.eval_split", job.data.eval_split)]
@@ -86,6 +86,14 @@ def check_job_fits_dataset(job: JobConfig, dataset: DatasetHandle) -> None:
                     "classifier of train classes cannot score held-out ones; must be off "
                     "(use eval.fewshot)"
                 )
+    wanted = job.data.labels_per_class
+    per_class = dataset.manifest["splits"][job.data.train_split].get("per_class", {})
+    if wanted is not None and per_class and min(per_class.values()) < wanted:
+        smallest, count = min(per_class.items(), key=lambda item: item[1])
+        raise ConfigError(
+            f"data.labels_per_class: class {smallest!r} of {name}'s {job.data.train_split} "
+            f"split has {count} rows; must be <= {count}, got {wanted}"
+        )
     classes = getattr(job.parsed_method_args(), "num_classes", None)
     if classes is not None and classes != dataset.num_classes:
         raise ConfigError(

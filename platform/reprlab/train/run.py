@@ -101,10 +101,7 @@ def log_preview(prepared: PreparedRun) -> None:
 def evaluate(prepared: PreparedRun, method: Method) -> dict[str, float]:
     """The evaluate phase: linear probe and kNN of the frozen encoder when the job asks, the
     held-out accuracy of a method that classifies."""
-    job = prepared.job
-    if job.eval.linear_probe or job.eval.knn or method.classifies:
-        return evaluate_encoder(method, prepared.dataset, job)
-    return {}
+    return evaluate_encoder(method, prepared.dataset, prepared.job)
 
 
 def trained_method(record: RunRecord, result: ray.train.Result) -> Method:
