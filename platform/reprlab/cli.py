@@ -184,6 +184,45 @@ def run(
     )
 
 
+@app.command()
+def pipeline(
+    pipeline_file: Annotated[
+        Path, typer.Argument(help="pipeline YAML, e.g. jobs/semi/noisy_student_mnist5k.yaml")
+    ],
+    resume: Annotated[
+        str | None,
+        typer.Option(help="continue the named pipeline run: finished stages are not rerun"),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option(help="show Ray's own output too (otherwise in each run's ray.log)")
+    ] = False,
+) -> None:
+    """Run a pipeline's stages in order, each a job that may start from an earlier stage's run,
+    as one MLflow parent run with a child run per stage."""
+    from reprlab.config import ConfigError
+    from reprlab.pipeline.runner import run_pipeline
+    from reprlab.pipeline.spec import load_pipeline
+    from reprlab.signals import sigterm_as_interrupt
+
+    try:
+        checked = load_pipeline(pipeline_file)
+        with sigterm_as_interrupt():
+            record = run_pipeline(checked, resume=resume, console=console, verbose=verbose)
+    except ConfigError as error:
+        _fail(str(error))
+    table = Table(title=f"pipeline: {record.name}")
+    for column in ("stage", "run", "evaluation"):
+        table.add_column(column)
+    for key in record.keys:
+        metrics = record.finished.get(key, {})
+        shown = "  ".join(f"{name} {value:.4f}" for name, value in metrics.items())
+        table.add_row(key, record.runs.get(key, "-"), shown)
+    console.print(table)
+    console.print(
+        f"MLflow parent run {record.parent_run_id} in {record.tracking_uri}", highlight=False
+    )
+
+
 def _shot_list(text: str) -> list[int]:
     try:
         shots = [int(part) for part in text.split(",")]

@@ -89,9 +89,9 @@ class DataConfig(Strict):
 
 
 class ModelConfig(Strict):
-    backbone: Literal["conv4", "resnet18", "resnet50", "vit_mini", "vit_tiny", "vit_small"] = (
-        "conv4"
-    )
+    backbone: Literal[
+        "conv4", "resnet18", "resnet50", "wrn28_2", "vit_mini", "vit_tiny", "vit_small"
+    ] = "conv4"
     width: int | None = Field(None, gt=0, description="conv4 filters per layer (default 64)")
     patch_size: int = Field(4, gt=0, description="ViT patch side; must divide data.image_size")
     global_bn: bool = Field(False, description="batch-norm statistics over all workers' batches")
@@ -99,6 +99,11 @@ class ModelConfig(Strict):
         None,
         description="start from an earlier run's encoder: run name or folder, checkpoint "
         "folder, MLflow run id, or MLflow model URI (runs:/..., models:/NAME@ALIAS)",
+    )
+    teacher: str | None = Field(
+        None,
+        description="the finished run whose classifier a student learns from (noisy_student): "
+        "run name or folder, checkpoint folder, or MLflow run id",
     )
 
     @model_validator(mode="after")
@@ -324,6 +329,16 @@ class JobConfig(Strict):
             raise ValueError(
                 f"data.{key}: method {self.method!r} trains on no labels, so it takes no label "
                 f"subset; methods that do: {takers}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _teacher_only_for_students(self) -> JobConfig:
+        if self.model.teacher is not None and not method_class(self.method).learns_from_teacher:
+            students = ", ".join(n for n, cls in METHODS.items() if cls.learns_from_teacher)
+            raise ValueError(
+                f"model.teacher: method {self.method!r} learns from no teacher (methods that "
+                f"do: {students}); remove it"
             )
         return self
 

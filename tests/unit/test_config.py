@@ -16,6 +16,7 @@ from reprlab.config import (
     to_yaml,
     validate_job,
 )
+from reprlab.pipeline.spec import load_pipeline
 
 QUICKSTART = Path(__file__).parents[2] / "jobs" / "quickstart.yaml"
 
@@ -134,12 +135,19 @@ def test_defaults_are_a_valid_job() -> None:
     assert JobConfig().method == "simclr"
 
 
-JOB_FILES = sorted(QUICKSTART.parent.rglob("*.yaml"))
+SHIPPED = sorted(QUICKSTART.parent.rglob("*.yaml"))
+PIPELINE_FILES = [path for path in SHIPPED if "stages" in (yaml.safe_load(path.read_text()) or {})]
+JOB_FILES = [path for path in SHIPPED if path not in PIPELINE_FILES]
 
 
 @pytest.mark.parametrize("job_file", JOB_FILES, ids=lambda p: p.name)
 def test_every_shipped_job_file_is_valid(job_file: Path) -> None:
     assert load_job(job_file).name == job_file.stem
+
+
+@pytest.mark.parametrize("pipeline_file", PIPELINE_FILES, ids=lambda p: p.name)
+def test_every_shipped_pipeline_file_is_valid_with_its_stages_jobs(pipeline_file: Path) -> None:
+    assert load_pipeline(pipeline_file).name == pipeline_file.stem
 
 
 MAML_JOB = Path(__file__).parents[2] / "jobs" / "maml_glyphs.yaml"

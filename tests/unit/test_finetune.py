@@ -1,5 +1,6 @@
 """Starting from an earlier run's encoder (`model.init_from`) and fine-tuning it: the exact
-weights loaded, one-line refusals, freezing, partial re-initialisation, layer-wise decay."""
+weights loaded, one-line refusals, freezing, partial re-initialisation, layer-wise decay; and
+the encoders' stages, WRN-28-2's with its shape, size and initialisation."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import pytest
 import torch
 
 from reprlab.config import ConfigError, validate_job
-from reprlab.models.backbones import backbone_stages
+from reprlab.models.backbones import backbone_stages, build_backbone
 from reprlab.runs import RunRecord, runs_root
 from reprlab.tracking.mlflow import log_encoder, tracking_uri
-from reprlab.train.build import make_method, make_training_module
+from reprlab.train.build import StartingPoint, make_method, make_training_module
 from reprlab.train.checkpoint import TrainState, save_checkpoint
 from reprlab.train.init_from import initial_encoder
 from reprlab.train.optim import make_optimizer, set_lr
@@ -41,7 +42,7 @@ def _finetune_job(**method_args) -> dict:
 def test_init_from_a_run_name_loads_exactly_its_encoder() -> None:
     saved = _saved_run("pretrained")
     job = validate_job(_finetune_job())
-    method = make_method(job, 1, initial_encoder(job, 1))
+    method = make_method(job, 1, StartingPoint(encoder=initial_encoder(job, 1)))
     for (name, ours), theirs in zip(
         method.backbone.state_dict().items(), saved.state_dict().values(), strict=True
     ):
@@ -121,7 +122,7 @@ def test_freeze_stages_keeps_the_first_k_and_trains_the_rest() -> None:
 def test_reinit_last_stages_keeps_the_given_weights_elsewhere() -> None:
     saved = _saved_run("pretrained")
     job = validate_job(_finetune_job(reinit="last_stages:1"))
-    method = make_method(job, 1, initial_encoder(job, 1))
+    method = make_method(job, 1, StartingPoint(encoder=initial_encoder(job, 1)))
     ours, theirs = backbone_stages(method.backbone), backbone_stages(saved)
     for index in range(4):
         weight_ours, weight_theirs = ours[index][0].weight, theirs[index][0].weight
@@ -146,3 +147,60 @@ def test_naming_more_stages_than_the_encoder_has_fails() -> None:
         make_method(job, 1)
     with pytest.raises(ConfigError, match="method_args.freeze"):
         validate_job(_finetune_job(freeze="some"))
+
+
+# WRN-28-2's encoder: stem 3*16*9 = 432, groups 70,112 + 279,488 + 1,116,032 (convs, BNs and
+# the three 1x1 shortcuts), final BN 256; with a 10-class fc (128*10 + 10) it is the 1.47M
+# parameters of FixMatch's WRN-28-2.
+WRN28_2_ENCODER_PARAMETERS = 1_466_320
+
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_wrn28_2_pools_32x32_images_to_128_features(in_chans: int) -> None:
+    backbone = build_backbone("wrn28_2", in_chans)
+    out = backbone(torch.rand(2, in_chans, 32, 32))
+    assert out.shape == (2, 128) == (2, backbone.num_features)
+    count = sum(p.numel() for p in backbone.parameters())
+    assert count == WRN28_2_ENCODER_PARAMETERS - (3 - in_chans) * 16 * 9
+    assert 1.465e6 < count + 128 * 10 + 10 < 1.475e6
+
+
+def test_wrn28_2_stages_run_in_order_and_hold_every_weight_once() -> None:
+    backbone = build_backbone("wrn28_2", 3).eval()
+    stages = backbone_stages(backbone)
+    assert len(stages) == 5  # stem conv, three groups, final BN + LeakyReLU
+    for kind in ("parameters", "buffers"):
+        ids = [id(t) for stage in stages for t in getattr(stage, kind)()]
+        assert len(ids) == len(set(ids)), kind
+        assert set(ids) == {id(t) for t in getattr(backbone, kind)()}, kind
+    x = torch.rand(2, 3, 32, 32)
+    hidden = x
+    for stage in stages:
+        hidden = stage(hidden)
+    assert torch.allclose(backbone.pool(hidden), backbone(x))
+
+
+def test_wrn28_2_is_initialised_and_normalised_as_fixmatch_s() -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone("wrn28_2", 3)
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == 25  # two per block, and the final one
+    for norm in norms:
+        assert norm.momentum == 0.001
+        assert torch.equal(norm.weight, torch.ones_like(norm.weight))
+        assert torch.equal(norm.bias, torch.zeros_like(norm.bias))
+    slopes = {m.negative_slope for m in backbone.modules() if isinstance(m, torch.nn.LeakyReLU)}
+    assert slopes == {0.1}
+    conv = backbone_stages(backbone)[3][0].conv1  # 64 -> 128, 3x3: fan_in 576, fan_out 1,152
+    assert conv.weight.std().item() == pytest.approx((2 / (128 * 9)) ** 0.5, rel=0.02)
+
+
+def test_freeze_stages_on_wrn28_2_trains_only_the_later_ones() -> None:
+    job = validate_job(_finetune_job(freeze="stages:4") | {"model": {"backbone": "wrn28_2"}})
+    method = make_method(job, 1)
+    stages = backbone_stages(method.backbone)
+    before = [_state(stage) for stage in stages]
+    _steps(method, job, count=2)
+    for index, stage in enumerate(stages):
+        same = all(torch.equal(t, before[index][n]) for n, t in stage.state_dict().items())
+        assert same == (index < 4), index

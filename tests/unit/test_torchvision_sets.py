@@ -1,8 +1,10 @@
-"""Omniglot, CIFAR-FS and ImageFolder ingest: class-disjoint splits, pixels, offline errors."""
+"""Omniglot, CIFAR-FS, CIFAR-10 and ImageFolder ingest: class-disjoint (or official) splits,
+pixels, offline errors."""
 
 from __future__ import annotations
 
 import itertools
+import pickle
 import urllib.error
 from pathlib import Path
 
@@ -34,7 +36,7 @@ def _write_png(path: Path, colour, size=(20, 12)) -> None:
 def _rows_by_split(dataset_dir: Path) -> dict[str, tuple[np.ndarray, list[str]]]:
     manifest = load_manifest(dataset_dir)
     rows = {}
-    for split in manifest["class_split"]:
+    for split in manifest["splits"]:
         images, labels, bad = read_split(dataset_dir, split)
         assert bad == 0
         rows[split] = (images, [manifest["classes"][i] for i in labels])
@@ -195,6 +197,70 @@ def test_omniglot_without_network_says_what_to_do(tmp_path, monkeypatch):
     assert "\n" not in message
 
 
+# ---------------------------------------------------------------------------- cifar10
+
+CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
+CIFAR10_FILES = [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]
+
+
+def _fake_cifar10(folder: Path, rows: int = 3) -> None:
+    """torchvision's cifar-10-batches-py pickles, ``rows`` rows a file: row r of file f has
+    label (f + r) % 10 and channel c of every pixel at 40 f + 10 r + c (stored CHW-flat)."""
+    folder.mkdir(parents=True)
+    for f, name in enumerate(CIFAR10_FILES):
+        values = [40 * f + 10 * r for r in range(rows)]
+        data = np.stack([np.repeat(np.arange(v, v + 3, dtype=np.uint8), 32 * 32) for v in values])
+        batch = {"data": data, "labels": [(f + r) % 10 for r in range(rows)]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": CIFAR10_CLASSES}))
+
+
+def test_cifar10_keeps_the_official_train_and_test_rows(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as cifar_module
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the fake folder is complete: nothing to download")
+
+    monkeypatch.setattr(cifar_module, "download_and_extract_archive", no_download)
+    monkeypatch.setattr(  # the fake files cannot have the real md5s: check presence only
+        cifar_module, "check_integrity", lambda path, md5=None: Path(path).is_file()
+    )
+    _fake_cifar10(downloads_root() / "cifar10" / "cifar-10-batches-py")
+
+    dataset_dir = ingest_download("cifar10", tmp_path, seed=1)
+
+    manifest = verify_dataset(dataset_dir)
+    assert manifest["classes"] == CIFAR10_CLASSES and "class_split" not in manifest
+    rows = _rows_by_split(dataset_dir)
+    assert sorted(rows) == ["test", "train"] and [len(rows[s][0]) for s in rows] == [15, 3]
+    for split, (images, names) in rows.items():
+        for image, name in zip(images, names, strict=True):
+            value = int(image[0, 0, 0])
+            f, r = value // 40, value % 40 // 10
+            assert (f == 5) == (split == "test")  # test_batch, and only it, became 'test'
+            assert name == CIFAR10_CLASSES[(f + r) % 10]
+            assert image.shape == (32, 32, 3) and (image == [value, value + 1, value + 2]).all()
+    other_seed = _rows_by_split(ingest_download("cifar10", tmp_path / "s2", seed=2))["train"][0]
+    assert not np.array_equal(other_seed, rows["train"][0])  # rows shuffled by the seed
+    assert sorted(other_seed[:, 0, 0, 0]) == sorted(rows["train"][0][:, 0, 0, 0])
+
+
+def test_cifar10_without_network_says_what_to_do(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as cifar_module
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(cifar_module, "download_and_extract_archive", offline)
+    with pytest.raises(ValueError) as caught:
+        ingest_download("cifar10", tmp_path)
+    message = str(caught.value)
+    assert message.startswith("cifar10: download failed (<urlopen error")
+    assert str(downloads_root() / "cifar10" / "cifar-10-batches-py") in message
+    assert "imagefolder" not in message  # its splits are by class: no way to ingest CIFAR-10
+    assert "\n" not in message
+
+
 # ---------------------------------------------------------------------------- cifar_fs
 
 
@@ -245,6 +311,6 @@ def test_cifar_fs_without_network_says_what_to_do(tmp_path, monkeypatch):
 
 def test_unknown_download(tmp_path):
     with pytest.raises(
-        ValueError, match="unknown download 'imagenet'; allowed: omniglot, cifar_fs"
+        ValueError, match="unknown download 'imagenet'; allowed: omniglot, cifar_fs, cifar10$"
     ):
         torchvision_sets.ingest_download("imagenet", tmp_path)

@@ -1,5 +1,6 @@
-"""Few-shot sets read through torchvision (Omniglot, CIFAR-FS, any ImageFolder), written as
-shards whose train/val/test splits share no class, recorded in the manifest's ``class_split``.
+"""Sets read through torchvision: few-shot sets (Omniglot, CIFAR-FS, any ImageFolder) written
+as shards whose train/val/test splits share no class, recorded in the manifest's
+``class_split``, and CIFAR-10 with its official train/test rows.
 
 Downloads land in ``$REPRLAB_HOME/downloads/<name>/``; without a network the ingest fails with
 one line saying where to put the files instead.
@@ -43,7 +44,7 @@ def downloads_root() -> Path:
 def ingest_download(
     name: str, out: Path | None = None, *, seed: int = 0, force: bool = False
 ) -> Path:
-    """Download (if needed) and write ``omniglot`` or ``cifar_fs`` under ``(out or
+    """Download (if needed) and write ``omniglot``, ``cifar_fs`` or ``cifar10`` under ``(out or
     datasets_root())/name``; ``seed`` shuffles rows within each split. Idempotent like
     ``catalog.ingest``."""
     if name not in _DOWNLOADABLE:
@@ -205,9 +206,52 @@ def cifar_fs_split(
     return split_by_class(images, labels, cifar_classes, class_split, seed=seed)
 
 
+# ---------------------------------------------------------------------------- cifar10
+
+
+def _load_cifar10(root: Path, seed: int) -> SplitRows:
+    """CIFAR-10's official 50,000 train and 10,000 test images, classes named."""
+    from torchvision.datasets import CIFAR10
+
+    try:
+        parts = [CIFAR10(str(root), train=train, download=True) for train in (True, False)]
+    except _DOWNLOAD_ERRORS as error:
+        raise ValueError(
+            f"cifar10: download failed ({_one_line(error)}); place the torchvision CIFAR-10 "
+            f"folder under {root / 'cifar-10-batches-py'} (data_batch_1..5, test_batch, "
+            "batches.meta)"
+        ) from None
+    return _shuffled_parts(
+        {
+            split: (np.asarray(p.data, dtype=np.uint8), np.asarray(p.targets, dtype=np.int64))
+            for split, p in zip(("train", "test"), parts, strict=True)
+        },
+        list(parts[0].classes),
+        seed,
+    )
+
+
+def _shuffled_parts(
+    parts: dict[str, tuple[np.ndarray, np.ndarray]], class_names: list[str], seed: int
+) -> SplitRows:
+    """Rows of fixed splits (``{split: (images, labels)}``, e.g. a set's official train and
+    test parts), each split's rows in a ``seed``-shuffled order."""
+    rng = np.random.default_rng(seed)
+    images, labels, splits = [], [], []
+    for split, (split_images, split_labels) in parts.items():
+        order = rng.permutation(len(split_labels))
+        images.append(split_images[order])
+        labels.append(split_labels[order])
+        splits.append(np.full(order.size, split))
+    return SplitRows(
+        np.concatenate(images), np.concatenate(labels), class_names, np.concatenate(splits)
+    )
+
+
 _DOWNLOADABLE: dict[str, tuple[str, Callable[[Path, int], SplitRows]]] = {
     "omniglot": ("torchvision.datasets.Omniglot", _load_omniglot),
     "cifar_fs": ("torchvision.datasets.CIFAR100 (CIFAR-FS split)", _load_cifar_fs),
+    "cifar10": ("torchvision.datasets.CIFAR10", _load_cifar10),
 }
 DOWNLOADABLE = tuple(_DOWNLOADABLE)
 

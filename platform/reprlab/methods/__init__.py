@@ -14,6 +14,7 @@ from reprlab.methods.mean_teacher import MeanTeacher
 from reprlab.methods.mixmatch import MixMatch
 from reprlab.methods.moco_v2 import MoCoV2
 from reprlab.methods.moco_v3 import MoCoV3
+from reprlab.methods.noisy_student import NoisyStudent
 from reprlab.methods.protonet import ProtoNet
 from reprlab.methods.pseudo_label import PseudoLabel
 from reprlab.methods.rotation import Rotation
@@ -38,6 +39,7 @@ METHODS: dict[str, type[Method]] = {
     "pseudo_label": PseudoLabel,
     "mean_teacher": MeanTeacher,
     "mixmatch": MixMatch,
+    "noisy_student": NoisyStudent,
     "protonet": ProtoNet,
     "maml": MAML,
     "anil": ANIL,

@@ -34,6 +34,9 @@ class Method(nn.Module):
     classifies: ClassVar[bool] = False
     """Whether `classify` gives class logits (a method trained with labels): its held-out
     accuracy is then reported after every epoch and at the end."""
+    learns_from_teacher: ClassVar[bool] = False
+    """Whether it trains against a frozen classifier from an earlier run (`model.teacher`),
+    handed over by `take_teacher` before training."""
     ddp: ClassVar[bool] = True
     """Whether DDP may wrap it. Inner-loop learners (MAML) take `torch.autograd.grad` inside
     forward, which DDP's reducer does not support: the loop all-reduces their gradients."""
@@ -52,6 +55,10 @@ class Method(nn.Module):
 
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Called after every optimiser step (global step count, total planned steps)."""
+
+    def take_teacher(self, teacher: Method) -> None:
+        """Keep `teacher`, a finished run's method that classifies, to learn from."""
+        raise NotImplementedError(f"{type(self).__name__} learns from no teacher")
 
     def lr_scales(self) -> dict[int, float]:
         """Learning-rate multipliers by parameter id (layer-wise decay); others train at 1."""

@@ -1,5 +1,5 @@
 """An encoder plus a linear classifier with an optional evaluated EMA copy of both: the part that
-FixMatch, Pseudo-Label, Mean Teacher and MixMatch share, each adding its losses and schedules."""
+the semi-supervised methods and Noisy Student share, each adding its losses and schedules."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Encoders by name: timm ResNets with a small-image stem and timm ViTs for GPU jobs, conv4 and
-vit_mini for CPU jobs."""
+"""Encoders by name: timm ResNets with a small-image stem, WRN-28-2 and timm ViTs for GPU jobs,
+conv4 and vit_mini for CPU jobs."""
 
 from __future__ import annotations
 
@@ -45,6 +45,75 @@ def small_stem_resnet(name: str, in_chans: int) -> nn.Module:
     model.conv1 = nn.Conv2d(in_chans, model.conv1.out_channels, 3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
     return model
+
+
+WRN_LEAK = 0.1  # LeakyReLU slope of FixMatch's WRN
+WRN_BN_MOMENTUM = 0.001  # torch's convention: the TF reference's decay 0.999
+
+
+def _wrn_bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, momentum=WRN_BN_MOMENTUM)
+
+
+class PreActBlock(nn.Module):
+    """Wide ResNet basic block, BN-act-conv twice, as in the FixMatch authors' TF code: the
+    shortcut is the input, or a 1x1 conv of it (of its activation when
+    `activate_before_residual`) where the width or stride changes."""
+
+    def __init__(
+        self, in_planes: int, planes: int, stride: int, activate_before_residual: bool = False
+    ) -> None:
+        super().__init__()
+        self.bn1 = _wrn_bn(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = _wrn_bn(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.act = nn.LeakyReLU(WRN_LEAK)
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
+        self.activate_before_residual = activate_before_residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        activated = self.act(self.bn1(x))
+        out = self.conv2(self.act(self.bn2(self.conv1(activated))))
+        if self.shortcut is None:
+            return x + out
+        return self.shortcut(activated if self.activate_before_residual else x) + out
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-widen (Zagoruyko & Komodakis 2016) for 32x32 images as in FixMatch (Sohn et
+    al. 2020): a 16-channel 3x3 conv, three groups of (depth - 4) / 6 pre-activation blocks of
+    width 16, 32, 64 times `widen` (the last two halve the resolution), BN + LeakyReLU(0.1)
+    and global average pooling. Weights initialised as the reference does."""
+
+    def __init__(self, in_chans: int = 3, depth: int = 28, widen: int = 2) -> None:
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"WideResNet depth must be 6n + 4, got {depth}")
+        blocks = (depth - 4) // 6
+        widths = [16 * widen, 32 * widen, 64 * widen]
+        self.stem = nn.Conv2d(in_chans, 16, 3, padding=1, bias=False)
+        groups, channels = [], 16
+        for index, width in enumerate(widths):
+            group = [PreActBlock(channels, width, 1 if index == 0 else 2, index == 0)]
+            group += [PreActBlock(width, width, 1) for _ in range(blocks - 1)]
+            groups.append(nn.Sequential(*group))
+            channels = width
+        self.groups = nn.Sequential(*groups)
+        self.final = nn.Sequential(_wrn_bn(channels), nn.LeakyReLU(WRN_LEAK))
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.num_features = channels
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="leaky_relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.final(self.groups(self.stem(x))))
 
 
 def sincos_2d_pos_embed(dim: int, grid_h: int, grid_w: int) -> torch.Tensor:
@@ -104,20 +173,24 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "conv4": lambda in_chans, width=64: Conv4(in_chans, width),
     "resnet18": lambda in_chans: small_stem_resnet("resnet18", in_chans),
     "resnet50": lambda in_chans: small_stem_resnet("resnet50", in_chans),
+    "wrn28_2": lambda in_chans: WideResNet(in_chans, depth=28, widen=2),
 }
 
 
 def backbone_stages(backbone: nn.Module) -> list[nn.Module]:
     """The encoder's stages from input to output, the unit of partial freezing, partial
-    re-initialisation and layer-wise learning-rate decay: conv4's blocks, or a timm ResNet's
-    stem and layer1-4. ValueError for an encoder without such stages (the ViTs, for now)."""
+    re-initialisation and layer-wise learning-rate decay: conv4's blocks, a timm ResNet's
+    stem and layer1-4, or a WideResNet's stem conv, three groups and final BN + act.
+    ValueError for an encoder without such stages (the ViTs, for now)."""
     if isinstance(backbone, Conv4):
         layers = list(backbone.features)[:-2]  # then the pooling to a grid and the flatten
         return [nn.Sequential(*layers[i : i + 4]) for i in range(0, len(layers), 4)]
+    if isinstance(backbone, WideResNet):
+        return [backbone.stem, *backbone.groups, backbone.final]
     if hasattr(backbone, "layer4"):
         stem = nn.Sequential(backbone.conv1, backbone.bn1)
         return [stem, backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4]
-    raise ValueError(f"{type(backbone).__name__} has no stages (conv4 and ResNets have)")
+    raise ValueError(f"{type(backbone).__name__} has no stages (conv4, ResNets and WRNs have)")
 
 
 def build_backbone(

@@ -3,6 +3,7 @@ online classifier, and a finished run's method from its checkpoint."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,12 +16,19 @@ from reprlab.runs import RunRecord
 from reprlab.train.checkpoint import load_checkpoint
 
 
-def make_method(
-    job: JobConfig, in_chans: int, encoder_weights: dict[str, torch.Tensor] | None = None
-) -> Method:
-    """The job's method around a freshly initialised backbone, or one holding `encoder_weights`
-    (an earlier run's, `model.init_from`) before the method is built around it, so a method may
-    freeze or re-initialise parts of what it was given."""
+@dataclass(frozen=True)
+class StartingPoint:
+    """What a run starts from besides fresh weights, read from earlier runs on the driver: the
+    encoder `model.init_from` names, the frozen classifier `model.teacher` names."""
+
+    encoder: dict[str, torch.Tensor] | None = None
+    teacher: Method | None = None
+
+
+def make_method(job: JobConfig, in_chans: int, start: StartingPoint | None = None) -> Method:
+    """The job's method around a freshly initialised backbone, or one holding `start`'s encoder
+    before the method is built around it (so a method may freeze or re-initialise parts of what
+    it was given), and handed `start`'s teacher."""
     backbone_args = {"width": job.model.width} if job.model.width else {}
     backbone = build_backbone(
         job.model.backbone,
@@ -29,9 +37,13 @@ def make_method(
         patch_size=job.model.patch_size,
         **backbone_args,
     )
-    if encoder_weights is not None:
-        backbone.load_state_dict(encoder_weights)
-    return method_class(job.method)(backbone, job.parsed_method_args())
+    start = start or StartingPoint()
+    if start.encoder is not None:
+        backbone.load_state_dict(start.encoder)
+    method = method_class(job.method)(backbone, job.parsed_method_args())
+    if start.teacher is not None:
+        method.take_teacher(start.teacher)
+    return method
 
 
 def make_training_module(
@@ -39,13 +51,13 @@ def make_training_module(
     in_chans: int,
     num_classes: int,
     probe_keys: tuple[str, str] | None = ("view1", "label"),
-    encoder_weights: dict[str, torch.Tensor] | None = None,
+    start: StartingPoint | None = None,
 ) -> TrainingModule:
-    """The job's method (its encoder from `encoder_weights` when given) plus its online linear
-    classifier when `eval.online_linear` is on (on the batch keys `probe_keys` = (images,
-    labels) its batch source names)."""
+    """The job's method (from `start` when given) plus its online linear classifier when
+    `eval.online_linear` is on (on the batch keys `probe_keys` = (images, labels) its batch
+    source names)."""
     head_classes = num_classes if job.eval.online_linear and probe_keys else None
-    method = make_method(job, in_chans, encoder_weights)
+    method = make_method(job, in_chans, start)
     return TrainingModule(method, head_classes, probe_keys)
 
 

@@ -1,6 +1,6 @@
-"""`model.init_from`: the encoder of an earlier run (run name or folder, checkpoint folder,
-MLflow run id, or an MLflow model URI `runs:/...` / `models:/NAME@ALIAS`), read on the driver and
-checked against the job's own encoder before Ray starts."""
+"""What a run takes from earlier runs, read on the driver and checked before Ray starts:
+`model.init_from`, an encoder (run name or folder, checkpoint folder, MLflow run id, or an MLflow
+model URI `runs:/...` / `models:/NAME@ALIAS`), and `model.teacher`, a classifier to learn from."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from mlflow.exceptions import MlflowException
 from torch import nn
 
 from reprlab.config import ConfigError, JobConfig
+from reprlab.methods import Method, method_class
 from reprlab.runs import find_trained
 from reprlab.tracking.mlflow import tracking_uri
-from reprlab.train.build import load_trained_method, make_method
+from reprlab.train.build import StartingPoint, load_trained_method, make_method
 
 MODEL_URI_SCHEMES = ("runs:/", "models:/")
 
@@ -67,3 +68,39 @@ def initial_encoder(job: JobConfig, in_chans: int) -> dict[str, torch.Tensor] | 
             f"{job.model.backbone!r}: {problem}"
         )
     return weights
+
+
+def teacher(job: JobConfig, in_chans: int, num_classes: int) -> Method | None:
+    """The finished run `model.teacher` names, as its method in eval mode (None when the job
+    names none); ConfigError (one line naming model.teacher) when a student names none, or the
+    run cannot be found, does not classify, or was trained on other channels or classes."""
+    source = job.model.teacher
+    if source is None:
+        if method_class(job.method).learns_from_teacher:
+            raise ConfigError(
+                f"model.teacher: method {job.method!r} learns from a teacher; name the finished "
+                "run whose classifier it learns from (run name or folder, or MLflow run id)"
+            )
+        return None
+    try:
+        record, checkpoint = find_trained(source)
+    except ValueError as error:
+        raise ConfigError(f"model.teacher: {error}") from None
+    trained = record.job.method
+    if not method_class(trained).classifies:
+        raise ConfigError(
+            f"model.teacher: {source} trained {trained!r}, which gives no class predictions; "
+            "a teacher must be a run of a method that classifies (supervised, finetune, ...)"
+        )
+    if (record.in_chans, record.num_classes) != (in_chans, num_classes):
+        raise ConfigError(
+            f"model.teacher: {source} was trained on {record.in_chans}-channel images of "
+            f"{record.num_classes} classes; this job's data.dataset has {in_chans} and "
+            f"{num_classes}"
+        )
+    return load_trained_method(record, checkpoint)
+
+
+def starting_point(job: JobConfig, in_chans: int, num_classes: int) -> StartingPoint:
+    """The encoder (`model.init_from`) and teacher (`model.teacher`) the job starts from."""
+    return StartingPoint(initial_encoder(job, in_chans), teacher(job, in_chans, num_classes))

@@ -19,7 +19,7 @@ from reprlab.config import JobConfig
 from reprlab.distributed import average_gradients, sum_across_workers, world_info
 from reprlab.eval.online import TrainingModule
 from reprlab.models.norm import global_batch_norm
-from reprlab.train.build import make_training_module
+from reprlab.train.build import StartingPoint, make_training_module
 from reprlab.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from reprlab.train.monitors import EpochMonitors
 from reprlab.train.optim import make_optimizer, set_lr, warmup_cosine_lr
@@ -35,8 +35,8 @@ class WorkerPlan:
     """Everything a Train worker needs, built on the driver: the job, its batch source and
     monitors, the dataset's channels and classes, the driver's progress board (when there is
     one); what runs the loop and receives its epochs (Ray Train, or a single-process Tune trial),
-    values reported with every epoch (a PBT trial's schedule) and the encoder weights training
-    starts from (`model.init_from`)."""
+    values reported with every epoch (a PBT trial's schedule) and what training starts from
+    (`model.init_from`'s encoder, `model.teacher`)."""
 
     job: JobConfig
     source: BatchSource
@@ -46,7 +46,7 @@ class WorkerPlan:
     progress: ray.actor.ActorHandle | None = None
     session: TrainSession = field(default_factory=TrainSession)
     epoch_constants: dict[str, float] = field(default_factory=dict)
-    encoder_weights: dict[str, torch.Tensor] | None = None
+    start: StartingPoint = field(default_factory=StartingPoint)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -62,7 +62,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = session.device()
 
     module = make_training_module(
-        job, plan.in_chans, plan.num_classes, source.probe_keys, plan.encoder_weights
+        job, plan.in_chans, plan.num_classes, source.probe_keys, plan.start
     )
     method = module.method
     optimizer = make_optimizer(job, module)

@@ -7,13 +7,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from reprlab.config import ConfigError, JobConfig
 from reprlab.data.episodes import EpisodeSpec, episodes_problem
 from reprlab.data.handle import DatasetHandle
 from reprlab.runs import RunRecord, run_checkpoints, run_to_resume, runs_root
-from reprlab.train.init_from import initial_encoder
+from reprlab.train.build import StartingPoint
+from reprlab.train.init_from import starting_point
 
 
 @dataclass(frozen=True)
@@ -26,8 +25,8 @@ class PreparedRun:
     run_name: str
     storage: Path
     resumed: RunRecord | None = None
-    encoder_weights: dict[str, torch.Tensor] | None = None
-    """The encoder `model.init_from` names, read and checked here (None: fresh weights)."""
+    start: StartingPoint = StartingPoint()
+    """The encoder and teacher earlier runs give it (`model.init_from`, `model.teacher`)."""
 
     @property
     def checkpoints(self) -> str:
@@ -39,16 +38,16 @@ def prepare(
     job: JobConfig, *, resume: str | None = None, run_name: str | None = None
 ) -> PreparedRun:
     """Open and verify the dataset (every shard hashed once), check the job against its
-    manifest, read the encoder it starts from (`model.init_from`), and name the run: a new
-    timestamped one, `resume`, or `run_name` (a Tune trial's fixed name, continued when its
-    folder already holds a record). ConfigError otherwise."""
+    manifest, read what it takes from earlier runs (`model.init_from`, `model.teacher`), and
+    name the run: a new timestamped one, `resume`, or `run_name` (a Tune trial's fixed name,
+    continued when its folder already holds a record). ConfigError otherwise."""
     if run_name is not None and (runs_root() / run_name).is_dir():
         resume = run_name
     resumed = run_to_resume(resume) if resume else None
     dataset = open_dataset(job)
-    weights = initial_encoder(job, dataset.in_chans)
+    start = starting_point(job, dataset.in_chans, dataset.num_classes)
     run_name = resume or run_name or f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    return PreparedRun(job, dataset, run_name, runs_root() / run_name, resumed, weights)
+    return PreparedRun(job, dataset, run_name, runs_root() / run_name, resumed, start)
 
 
 def open_dataset(job: JobConfig) -> DatasetHandle:

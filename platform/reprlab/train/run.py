@@ -111,10 +111,15 @@ def trained_method(record: RunRecord, result: ray.train.Result) -> Method:
 
 
 def run_prepared(
-    prepared: PreparedRun, *, console: Console | None = None, verbose: bool = False
+    prepared: PreparedRun,
+    *,
+    console: Console | None = None,
+    verbose: bool = False,
+    tags: dict[str, str] | None = None,
 ) -> RunSummary:
-    """Record, fit, evaluate and record again; the MLflow run ends FINISHED, or FAILED with its
-    last checkpoint kept. With `console`, training shows a live progress display there.
+    """Record (with `tags`, e.g. a pipeline's parent run), fit, evaluate and record again; the
+    MLflow run ends FINISHED, or FAILED with its last checkpoint kept. With `console`, training
+    shows a live progress display there.
     ConfigError, before anything is recorded, for a job a whole run cannot finish (on this
     cluster)."""
     if prepared.job.scaling.max_workers == 0:
@@ -125,7 +130,7 @@ def run_prepared(
     job = prepared.job
     with RaySession(prepared.storage / LOG_FILE, verbose):
         check_fits_cluster(job, tracking_uri(job.tracking.tracking_uri))
-    record = open_record(prepared)
+    record = open_record(prepared, tags)
     with tracked(record.mlflow_run_id, record.tracking_uri):
         with mlflow.start_run(run_id=record.mlflow_run_id):
             log_preview(prepared)

@@ -102,7 +102,7 @@ def fit(
             progress=progress,
             session=session,
             epoch_constants=epoch_constants or {},
-            encoder_weights=prepared.encoder_weights,
+            start=prepared.start,
         )
         return build_trainer(prepared, plan, datasets, callbacks).fit()
     finally:

@@ -1,0 +1,1 @@
+"""Pipelines of runs: stages that name earlier stages' runs, run and resumed as one."""
