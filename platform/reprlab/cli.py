@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
     from reprlab.cluster.submit import SweepOptions
+    from reprlab.data.handle import DatasetHandle
+    from reprlab.runs import RunRecord
 
 app = typer.Typer(
     help="reprlab: visual representation learning on Ray, tracked in MLflow.",
@@ -36,7 +38,7 @@ def ingest(
     name: Annotated[
         str,
         typer.Argument(
-            help="embedded: mnist5k, digits, glyphs; downloaded: omniglot, cifar_fs; "
+            help="embedded: mnist5k, digits, glyphs; downloaded: omniglot, cifar_fs, cifar10; "
             "or imagefolder (with --path)"
         ),
     ],
@@ -82,7 +84,10 @@ def ingest(
     if (path is None) == (name == "imagefolder"):
         _fail("--path DIR goes with imagefolder, and imagefolder needs it")
     if test_fraction is not None and name not in EMBEDDED:
-        _fail(f"--test-fraction does not apply to '{name}': its splits are by class")
+        _fail(
+            f"--test-fraction applies to {', '.join(sorted(EMBEDDED))}; '{name}' keeps its own "
+            "splits"
+        )
     remote = out is not None and is_remote(out)
     root = Path(tempfile.mkdtemp(prefix="reprlab-ingest-")) if remote else out and Path(out)
     try:
@@ -238,19 +243,34 @@ def evaluate(
     source: Annotated[
         str, typer.Argument(help="checkpoint folder, run folder, run name or MLflow run id")
     ],
-    protocol: Annotated[str, typer.Option(help="evaluation protocol: fewshot")] = "fewshot",
+    protocol: Annotated[
+        str, typer.Option(help="fewshot (frozen encoder, episodes) or finetune (whole runs)")
+    ] = "fewshot",
     dataset: Annotated[
-        str, typer.Option(help="ingested dataset (name or folder) to score on")
-    ] = "glyphs",
+        str | None,
+        typer.Option(
+            help="ingested dataset (name or folder) to score on [default: glyphs for fewshot, "
+            "the run's own for finetune]"
+        ),
+    ] = None,
     split: Annotated[str, typer.Option(help="split whose classes form the episodes")] = "test",
     ways: Annotated[int, typer.Option(min=2, help="classes per episode")] = 5,
     shots: Annotated[str, typer.Option(help="support images per class, e.g. 1,5")] = "1,5",
     queries: Annotated[int, typer.Option(min=1, help="query images per class")] = 15,
     episodes: Annotated[int, typer.Option(min=2, help="fixed episodes per shot setting")] = 600,
-    seed: Annotated[int, typer.Option(help="seed of the fixed episodes")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the fixed episodes or label subsets")] = 0,
+    labels_per_class: Annotated[
+        str, typer.Option(help="finetune: labels per class of each run, e.g. 1,10,all")
+    ] = "1,10,all",
+    freeze: Annotated[
+        str, typer.Option(help="finetune: none | all (linear evaluation) | stages:K")
+    ] = "none",
+    epochs: Annotated[int, typer.Option(min=1, help="finetune: epochs of each run")] = 5,
+    lr: Annotated[float, typer.Option(min=0, help="finetune: SGD learning rate")] = 0.01,
 ) -> None:
-    """Score a trained encoder, frozen, on N-way K-shot episodes (nearest prototype and a linear
-    head on the support set) and log the result to the run it came from."""
+    """Score a trained encoder and log the result to the run it came from: frozen, on N-way
+    K-shot episodes (fewshot: nearest prototype and a linear head on the support set), or
+    fine-tuned with K labels per class (finetune: one whole run per K, children of that run)."""
     from reprlab.data.episodes import EpisodeSpec, episodes_problem
     from reprlab.data.handle import DatasetHandle
     from reprlab.eval.few_shot import fewshot_of_encoder
@@ -258,22 +278,27 @@ def evaluate(
     from reprlab.tracking.mlflow import log_evaluation
     from reprlab.train.build import load_trained_method
 
-    if protocol != "fewshot":
-        _fail(f"--protocol: allowed: fewshot, got {protocol!r}")
+    if protocol not in ("fewshot", "finetune"):
+        _fail(f"--protocol: allowed: fewshot, finetune, got {protocol!r}")
     shot_list = _shot_list(shots)
     try:
         run, checkpoint = find_trained(source)
-        scored = DatasetHandle.open(dataset)
+        if protocol == "finetune":
+            scored = DatasetHandle.open(dataset or run.job.data.dataset)
+            _finetune(run, checkpoint, scored, labels_per_class, freeze, epochs, lr, seed)
+            return
+        scored = DatasetHandle.open(dataset or "glyphs")
     except ValueError as error:
         _fail(str(error))
     if split not in scored.splits:
         _fail(
-            f"--split: '{split}' is not a split of {dataset}; allowed: {', '.join(scored.splits)}"
+            f"--split: '{split}' is not a split of {scored.name}; allowed: "
+            f"{', '.join(scored.splits)}"
         )
     for k in shot_list:
         problem = episodes_problem(scored.manifest, split, EpisodeSpec(ways, k, queries))
         if problem:
-            _fail(f"--ways/--shots/--queries: {dataset} {problem}")
+            _fail(f"--ways/--shots/--queries: {scored.name} {problem}")
     name = scored.name  # a dataset given by path is named by its folder, as when ingested
     settings = {
         "dataset": name,
@@ -321,6 +346,37 @@ def evaluate(
                 f"{100 * results[key + '_acc']:.2f} %",
                 f"± {100 * results[key + '_ci95']:.2f}",
             )
+    console.print(table)
+    console.print(f"logged to MLflow run {run.mlflow_run_id}", highlight=False)
+
+
+def _finetune(
+    run: RunRecord,
+    checkpoint: Path,
+    scored: DatasetHandle,
+    labels_per_class: str,
+    freeze: str,
+    epochs: int,
+    lr: float,
+    seed: int,
+) -> None:
+    """`reprlab eval --protocol finetune`: the runs, then their accuracies as a table."""
+    from reprlab.signals import sigterm_as_interrupt
+    from reprlab.train.transfer import (
+        FinetuneSettings,
+        finetune_protocol,
+        parse_labels_per_class,
+    )
+
+    counts = parse_labels_per_class(labels_per_class)
+    settings = FinetuneSettings(counts, freeze=freeze, epochs=epochs, lr=lr, seed=seed)
+    with sigterm_as_interrupt():
+        metrics = finetune_protocol(run, checkpoint, scored, settings, console)
+    table = Table(title=f"{run.run_name} fine-tuned on {scored.name} ({freeze} frozen)")
+    table.add_column("labels per class", justify="right")
+    table.add_column("held-out accuracy", justify="right")
+    for count in counts:
+        table.add_row(count, f"{100 * metrics[f'finetune/{scored.name}/{count}_acc']:.2f} %")
     console.print(table)
     console.print(f"logged to MLflow run {run.mlflow_run_id}", highlight=False)
 

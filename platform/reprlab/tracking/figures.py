@@ -92,3 +92,25 @@ def learning_curves_figure(
         axis.legend(fontsize=6)
     figure.tight_layout()
     return figure
+
+
+def accuracy_against_labels_figure(
+    curves: dict[str, dict[int, float]], all_labels: int | None = None
+) -> Figure:
+    """Held-out accuracy against labels per class (log axis), one line per method; the point at
+    `all_labels` is every train label and is ticked 'all'."""
+    figure = Figure(figsize=(6.5, 4))
+    axis = figure.subplots()
+    for label, points in curves.items():
+        xs = sorted(points)
+        axis.plot(xs, [100 * points[x] for x in xs], marker="o", label=label)
+    ticks = sorted({x for points in curves.values() for x in points})
+    axis.set_xscale("log")
+    axis.set_xticks(ticks, ["all" if x == all_labels else str(x) for x in ticks])
+    axis.minorticks_off()
+    axis.set_xlabel("labels per class")
+    axis.set_ylabel("held-out accuracy (%)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure

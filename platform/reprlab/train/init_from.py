@@ -34,6 +34,29 @@ def encoder_weights(source: str, uri: str) -> dict[str, torch.Tensor]:
     return load_trained_method(record, checkpoint).backbone.state_dict()
 
 
+def matched_channels(
+    weights: dict[str, torch.Tensor], encoder: nn.Module
+) -> dict[str, torch.Tensor]:
+    """`weights` whose input convolution reads as many channels as `encoder`'s: an RGB encoder
+    given grey images sums its kernel over the channels (as if each grey image were repeated
+    to RGB), a grey encoder given RGB images spreads its kernel over them (as if they were
+    averaged to grey), the way few-shot evaluation feeds another dataset's images."""
+    expected = encoder.state_dict()
+    matched = dict(weights)
+    for key, tensor in weights.items():
+        target = expected.get(key)
+        if target is None or tensor.ndim != 4 or tensor.shape == target.shape:
+            continue
+        given, wanted = tensor.shape[1], target.shape[1]
+        if tensor.shape[:1] + tensor.shape[2:] != target.shape[:1] + target.shape[2:]:
+            continue
+        if wanted == 1:
+            matched[key] = tensor.sum(dim=1, keepdim=True)
+        elif given == 1:
+            matched[key] = tensor.repeat(1, wanted, 1, 1) / wanted
+    return matched
+
+
 def mismatch(weights: dict[str, torch.Tensor], encoder: nn.Module) -> str | None:
     """Why `weights` cannot load into `encoder` (the first missing, extra or differently shaped
     entry), or None when they fit."""
@@ -51,9 +74,9 @@ def mismatch(weights: dict[str, torch.Tensor], encoder: nn.Module) -> str | None
 
 
 def initial_encoder(job: JobConfig, in_chans: int) -> dict[str, torch.Tensor] | None:
-    """The weights the job's encoder starts from (None: a fresh initialisation); ConfigError
-    (one line naming model.init_from) when they cannot be found or do not fit the job's
-    model.backbone for `in_chans` channels."""
+    """The weights the job's encoder starts from (None: a fresh initialisation), its input
+    convolution matched to `in_chans` channels; ConfigError (one line naming model.init_from)
+    when they cannot be found or do not fit the job's model.backbone."""
     source = job.model.init_from
     if source is None:
         return None
@@ -61,7 +84,9 @@ def initial_encoder(job: JobConfig, in_chans: int) -> dict[str, torch.Tensor] | 
         weights = encoder_weights(source, tracking_uri(job.tracking.tracking_uri))
     except ValueError as error:
         raise ConfigError(f"model.init_from: {error}") from None
-    problem = mismatch(weights, make_method(job, in_chans).backbone)
+    encoder = make_method(job, in_chans).backbone
+    weights = matched_channels(weights, encoder)
+    problem = mismatch(weights, encoder)
     if problem:
         raise ConfigError(
             f"model.init_from: the encoder of {source} does not fit model.backbone "
