@@ -1,7 +1,7 @@
-"""What FixMatch, Pseudo-Label, Mean Teacher and MixMatch share through EMAClassifier, checked on
-each: registration, the EMA after k updates, evaluation through the EMA in eval mode or through
-the online networks at zero decay, the EMA across a checkpoint, the batch keys read, and that a
-few optimiser steps lower the loss."""
+"""What FixMatch, Pseudo-Label, Mean Teacher, MixMatch and Noisy Student share through
+EMAClassifier, checked on each: registration, the EMA after k updates, evaluation through the
+EMA in eval mode or through the online networks at zero decay, the EMA across a checkpoint, the
+batch keys read, and that a few optimiser steps lower the loss."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from reprlab.methods.ema_classifier import EMAClassifier
 from reprlab.methods.fixmatch import FixMatch
 from reprlab.methods.mean_teacher import MeanTeacher
 from reprlab.methods.mixmatch import MixMatch
+from reprlab.methods.noisy_student import NoisyStudent
 from reprlab.methods.pseudo_label import PseudoLabel
+from reprlab.methods.supervised import Supervised, SupervisedArgs
+from reprlab.models.backbones import Conv4
 
 from .semi_methods import make_batch, make_method
 
@@ -37,9 +40,16 @@ class Case:
     decay_args: tuple[str, ...] = ("ema_decay",)
 
     def make(self, decay: float | None = None) -> EMAClassifier:
-        """The method; `decay` sets every EMA decay (None: the method's defaults)."""
+        """The method (a student given a fixed teacher); `decay` sets every EMA decay (None:
+        the method's defaults)."""
         decays = {} if decay is None else dict.fromkeys(self.decay_args, decay)
-        return make_method(self.method, **self.args, **decays)
+        method = make_method(self.method, **self.args, **decays)
+        if self.method.learns_from_teacher:
+            torch.manual_seed(123)
+            method.take_teacher(
+                Supervised(Conv4(in_chans=1, width=8), SupervisedArgs(num_classes=3))
+            )
+        return method
 
 
 CASES = [
@@ -57,6 +67,7 @@ CASES = [
         decay_args=("ema_decay", "ema_decay_after_rampup"),
     ),
     Case("mixmatch", MixMatch, {"rampup_fraction": 0.0}),
+    Case("noisy_student", NoisyStudent, {"dropout": 0.1}),
 ]
 each_method = pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 

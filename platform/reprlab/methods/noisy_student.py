@@ -69,13 +69,14 @@ class NoisyStudent(EMAClassifier):
     def take_teacher(self, teacher: Method) -> None:
         self._teacher[:] = [teacher.eval().requires_grad_(False)]
 
-    def teacher_on(self, device: torch.device) -> Method:
-        """The teacher, moved to `device` the first time it is needed there."""
+    def teacher(self) -> Method:
+        """The teacher, on the student's device and in its dtype (moved when they differ)."""
         if not self._teacher:
             raise RuntimeError("noisy_student: no teacher given (model.teacher)")
-        teacher = self._teacher[0]
-        if next(teacher.parameters()).device != device:
-            teacher.to(device)
+        teacher, student = self._teacher[0], next(self.classifier.parameters())
+        theirs = next(teacher.parameters())
+        if (theirs.device, theirs.dtype) != (student.device, student.dtype):
+            teacher.to(device=student.device, dtype=student.dtype)
         return teacher
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -86,7 +87,7 @@ class NoisyStudent(EMAClassifier):
         )
         args = self.args
         targets, mask = teacher_targets(
-            self.teacher_on(weak.device).classify(weak),
+            self.teacher().classify(weak),
             soft=args.soft_targets,
             temperature=args.temperature,
             threshold=args.threshold,
