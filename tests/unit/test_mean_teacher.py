@@ -81,11 +81,11 @@ def test_no_rampup_means_full_weight_from_the_first_step() -> None:
 
 
 def test_training_step_is_labelled_plus_weighted_consistency_mid_ramp() -> None:
-    """The loss from the student's logits of one pass over [labelled, unlabelled_weak] (BatchNorm
-    on their batch statistics) and the teacher's logits of `unlabelled_strong` (on that batch's
-    statistics too, as in the official code),
-    recomputed term by term after 3 of the 10 ramp-up steps; the teacher is moved off the
-    student so that swapping them would show."""
+    """The loss from the student's logits of one pass over [labelled, unlabelled_strong]
+    (BatchNorm on their batch statistics) and the teacher's logits of `unlabelled_weak` (on
+    that batch's statistics too, as in the official code), recomputed term by term after 3 of
+    the 10 ramp-up steps; the teacher is moved off the student so that swapping them would
+    show."""
     torch.manual_seed(0)
     method = make_method(MeanTeacher, consistency_weight=6.0, rampup_fraction=0.5)
     for step in range(3):
@@ -95,10 +95,10 @@ def test_training_step_is_labelled_plus_weighted_consistency_mid_ramp() -> None:
     rows = len(batch["label"])
     reference = copy.deepcopy(method)
     with torch.no_grad():
-        images = torch.cat([batch["labelled"], batch["unlabelled_weak"]])
+        images = torch.cat([batch["labelled"], batch["unlabelled_strong"]])
         features = reference.backbone(images)
         logits = reference.classifier(features).double().tolist()
-        teacher = reference.teacher.train()(batch["unlabelled_strong"]).double().tolist()
+        teacher = reference.teacher.train()(batch["unlabelled_weak"]).double().tolist()
 
     output = method.training_step(batch)
 

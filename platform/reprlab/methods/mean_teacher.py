@@ -45,8 +45,9 @@ class MeanTeacher(EMAClassifier):
 
     A batch holds `labelled` float [B,C,H,W] in [0, 1] with `label` int64 [B], and
     `unlabelled_weak`, `unlabelled_strong` float [muB,C,H,W]: row i of both is the same
-    unlabelled image under independent weak augmentations, the student's and the teacher's
-    noise. No other key is read. The consistency cost is on the unlabelled rows only.
+    unlabelled image under independent augmentations, the teacher's noise (`data.augment`)
+    and the student's (`data.strong_augment`: the paper's second weak view, or a stronger
+    policy). No other key is read. The consistency cost is on the unlabelled rows only.
 
     The teacher's targets come without gradient and, as in the official code, with BatchNorm
     on the teacher's own batch statistics: on running statistics, still far from settled in the
@@ -76,8 +77,8 @@ class MeanTeacher(EMAClassifier):
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         labelled, student_view, teacher_view = (
             batch["labelled"],
-            batch["unlabelled_weak"],
             batch["unlabelled_strong"],
+            batch["unlabelled_weak"],
         )
         features = self.backbone(torch.cat([labelled, student_view]))
         logits = self.classifier(features).float()
