@@ -101,7 +101,7 @@ def table(cells: dict[str, dict], methods: list[str], counts: list[str]) -> str:
     """Methods by labels per class: accuracy, and points over supervised-only on the same
     labels where both were measured."""
     lines = [
-        "| method | " + " | ".join(f"{c} labels/class" for c in counts) + " | minutes |",
+        "| method | " + " | ".join(f"{c} labels/class" for c in counts) + " | minutes, all |",
         "|---|" + "---|" * (len(counts) + 1),
     ]
     for method in methods:
@@ -117,7 +117,9 @@ def table(cells: dict[str, dict], methods: list[str], counts: list[str]) -> str:
             if method != "supervised" and baseline is not None:
                 text += f" ({100 * (cell['accuracy'] - baseline['accuracy']):+.1f})"
             row.append(text)
-        lines.append(f"| {method} | " + " | ".join(row) + f" | {minutes:.0f} |")
+        epochs = sorted({c["epochs"] for k, c in cells.items() if k.startswith(f"{method}/")})
+        label = f"{method} ({'/'.join(map(str, epochs))} epochs)"
+        lines.append(f"| {label} | " + " | ".join(row) + f" | {minutes:.0f} |")
     return "\n".join(lines).replace("%", " %")
 
 
