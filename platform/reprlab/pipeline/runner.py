@@ -121,6 +121,42 @@ def _log_stage(record: PipelineRecord, key: str, run_name: str, metrics: dict[st
     )
 
 
+def _run_stage(
+    pipeline: Pipeline,
+    stage: Stage,
+    record: PipelineRecord,
+    console: Console | None,
+    verbose: bool,
+) -> None:
+    """Run `stage` unless it finished earlier (an interrupted run of it resumes from its last
+    checkpoint), as a child of the pipeline's parent run; record it when it finishes."""
+    if stage.key in record.finished:
+        if console is not None:
+            console.print(
+                f"stage {stage.key}: finished earlier as {record.runs[stage.key]}",
+                highlight=False,
+            )
+        return
+    job = _stage_job(pipeline, stage, record)
+    started = record.runs.get(stage.key)
+    again = started if started and (runs_root() / started).is_dir() else None
+    prepared = prepare(job, resume=again)
+    record.runs[stage.key] = prepared.run_name
+    record.save()
+    if console is not None:
+        console.rule(f"stage {stage.key}: {prepared.run_name}")
+    tags = {
+        "mlflow.parentRunId": record.parent_run_id,
+        "reprlab.pipeline": record.name,
+        "reprlab.pipeline.stage": stage.key,
+        "reprlab.pipeline.upstream": ",".join(stage.upstream(record.runs)),
+    }
+    summary = run_prepared(prepared, console=console, verbose=verbose, tags=tags)
+    record.finished[stage.key] = summary.metrics
+    record.save()
+    _log_stage(record, stage.key, prepared.run_name, summary.metrics)
+
+
 def run_pipeline(
     pipeline: Pipeline,
     *,
@@ -133,29 +169,14 @@ def run_pipeline(
     record = open_pipeline(pipeline, resume)
     with tracked(record.parent_run_id, record.tracking_uri):
         for stage in pipeline.stages:
-            if stage.key in record.finished:
+            try:
+                _run_stage(pipeline, stage, record, console, verbose)
+            except BaseException:
                 if console is not None:
                     console.print(
-                        f"stage {stage.key}: finished earlier as {record.runs[stage.key]}",
+                        f"pipeline {record.name} stopped at stage {stage.key}; continue it: "
+                        f"reprlab pipeline {pipeline.path} --resume {record.name}",
                         highlight=False,
                     )
-                continue
-            job = _stage_job(pipeline, stage, record)
-            started = record.runs.get(stage.key)
-            again = started if started and (runs_root() / started).is_dir() else None
-            prepared = prepare(job, resume=again)
-            record.runs[stage.key] = prepared.run_name
-            record.save()
-            if console is not None:
-                console.rule(f"stage {stage.key}: {prepared.run_name}")
-            tags = {
-                "mlflow.parentRunId": record.parent_run_id,
-                "reprlab.pipeline": record.name,
-                "reprlab.pipeline.stage": stage.key,
-                "reprlab.pipeline.upstream": ",".join(stage.upstream(record.runs)),
-            }
-            summary = run_prepared(prepared, console=console, verbose=verbose, tags=tags)
-            record.finished[stage.key] = summary.metrics
-            record.save()
-            _log_stage(record, stage.key, prepared.run_name, summary.metrics)
+                raise
     return record
