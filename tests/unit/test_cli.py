@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from reprlab.cli import app
+from reprlab.home import reprlab_home
 from reprlab.tracking import ui as tracking_ui
 from reprlab.tracking.mlflow import tracking_uri
 
@@ -19,7 +20,9 @@ runner = CliRunner()
 QUICKSTART = str(Path(__file__).parents[2] / "jobs" / "quickstart.yaml")
 
 
-@pytest.mark.parametrize("verb", ["ingest", "datasets", "run", "augment-preview", "ui"])
+@pytest.mark.parametrize(
+    "verb", ["ingest", "datasets", "run", "pipeline", "eval", "augment-preview", "ui"]
+)
 def test_every_verb_has_help(verb: str) -> None:
     result = runner.invoke(app, [verb, "--help"])
     assert result.exit_code == 0
@@ -30,6 +33,22 @@ def test_bad_override_fails_fast_with_one_line() -> None:
     result = runner.invoke(app, ["run", QUICKSTART, "optim.lr=-1"])
     assert result.exit_code == 2
     assert "optim.lr: must be > 0.0, got -1" in result.output
+
+
+def test_a_pipeline_whose_stage_has_no_dataset_fails_before_anything_runs() -> None:
+    """The shipped Noisy Student pipeline on a home without mnist5k: one line, nothing
+    recorded (no parent run, no pipeline record)."""
+    pipeline = Path(QUICKSTART).parent / "semi" / "noisy_student_pipeline_mnist5k.yaml"
+    result = runner.invoke(app, ["pipeline", str(pipeline)])
+    assert result.exit_code == 2
+    assert "reprlab ingest mnist5k" in result.output
+    assert not (reprlab_home() / "pipelines").exists()
+    assert not (reprlab_home() / "mlflow.db").exists()
+
+
+def test_finetune_protocol_of_an_unknown_run_fails_in_one_line() -> None:
+    result = runner.invoke(app, ["eval", "nowhere", "--protocol", "finetune"])
+    assert result.exit_code == 2 and "nowhere: not a checkpoint folder" in result.output
 
 
 def test_run_on_a_dataset_not_ingested_says_how_to_ingest() -> None:
@@ -92,7 +111,6 @@ def test_augment_preview_of_a_bad_job_fails_with_one_line(tmp_path: Path) -> Non
 
 def test_a_run_without_workers_fails_before_anything_is_recorded() -> None:
     from reprlab.data.catalog import ingest
-    from reprlab.home import reprlab_home
 
     ingest("digits")
     result = runner.invoke(app, ["run", QUICKSTART, "data.dataset=digits", "scaling.num_workers=0"])
