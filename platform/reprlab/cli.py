@@ -192,7 +192,8 @@ def run(
 @app.command()
 def pipeline(
     pipeline_file: Annotated[
-        Path, typer.Argument(help="pipeline YAML, e.g. jobs/semi/noisy_student_pipeline_mnist5k.yaml")
+        Path,
+        typer.Argument(help="pipeline YAML, e.g. jobs/semi/noisy_student_pipeline_mnist5k.yaml"),
     ],
     resume: Annotated[
         str | None,

@@ -41,7 +41,7 @@ def test_weights_that_already_fit_are_returned_as_they_are() -> None:
 
 
 def test_labels_per_class_are_counts_or_all_and_refused_in_one_line() -> None:
-    assert parse_labels_per_class("1, 10,all") == ("1", "10", "all")
+    assert parse_labels_per_class("1, 10,all,1") == ("1", "10", "all")
     for bad in ("", "0", "1,ten", "-1"):
         with pytest.raises(ConfigError, match=r"^--labels-per-class: positive integers"):
             parse_labels_per_class(bad)

@@ -33,8 +33,9 @@ class FinetuneSettings:
 
 
 def parse_labels_per_class(text: str) -> tuple[str, ...]:
-    """`1,10,all` -> ("1", "10", "all"); ConfigError naming --labels-per-class otherwise."""
-    counts = tuple(part.strip() for part in text.split(",") if part.strip())
+    """`1,10,all` -> ("1", "10", "all"), each once; ConfigError naming --labels-per-class
+    otherwise."""
+    counts = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     if not counts or not all(c == ALL_LABELS or (c.isdigit() and int(c) > 0) for c in counts):
         raise ConfigError(
             f"--labels-per-class: positive integers or 'all', comma-separated, got {text!r}"
