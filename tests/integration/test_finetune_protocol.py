@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -37,10 +36,10 @@ def _finished_rgb_run(name: str) -> RunRecord:
         }
     )
     uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("pretrained")
-    with mlflow.start_run(run_name=name) as run:
-        run_id = run.info.run_id
+    # the client, not mlflow's fluent API: its active experiment would outlive this test's home
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("pretrained"), run_name=name).info.run_id
+    client.set_terminated(run_id)
     record = RunRecord(name, runs_root() / name, job, 3, 10, run_id, uri)
     record.save()
     torch.manual_seed(0)

@@ -1,6 +1,6 @@
 """Imports point down only: data/augment/models < methods < config < eval < runs < train <
-tune/cluster < cli, with the collectives and REPRLAB_HOME below them all and tracking a sink
-that imports none of them. Fails naming the file and the import that points up."""
+tune/cluster/pipeline < cli, with the collectives and REPRLAB_HOME below them all and tracking
+a sink that imports none of them. Fails naming the file and the import that points up."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ LAYERS = {
     "train": 6,
     "tune": 7,
     "cluster": 7,
+    "pipeline": 7,
     "cli": 8,
 }
 SINKS = {"tracking": {"home", "signals"}}

@@ -141,7 +141,7 @@ def test_cli_ingests_an_imagefolder(colour_folder, tmp_path):
     no_path = runner.invoke(app, ["ingest", "imagefolder"])
     assert no_path.exit_code == 2 and "imagefolder needs it" in no_path.output
     fraction = runner.invoke(app, ["ingest", "omniglot", "--test-fraction", "0.3"])
-    assert fraction.exit_code == 2 and "does not apply to 'omniglot'" in fraction.output
+    assert fraction.exit_code == 2 and "'omniglot' keeps its own splits" in fraction.output
 
 
 # ---------------------------------------------------------------------------- omniglot
