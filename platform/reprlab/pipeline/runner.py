@@ -75,8 +75,7 @@ def _checked_against(record: PipelineRecord, pipeline: Pipeline) -> None:
 def open_pipeline(pipeline: Pipeline, resume: str | None) -> PipelineRecord:
     """Open (or reopen) the pipeline's MLflow parent run and its record; every stage's dataset
     is checked first, so a stage that cannot start fails before the first one runs."""
-    placeholders = {stage.key: f"<stages.{stage.key}>" for stage in pipeline.stages}
-    jobs = [stage.job(placeholders) for stage in pipeline.stages]
+    jobs = [stage.checked_job() for stage in pipeline.stages]
     for job in jobs:
         open_dataset(job)
     resumed = PipelineRecord.load(resume) if resume else None

@@ -64,6 +64,11 @@ class Stage:
         raw = _substituted(self.raw, {ref: run_names[key] for ref, key in self.references.items()})
         return validate_job(raw, f"stage {self.key} ({self.job_file})")
 
+    def checked_job(self) -> JobConfig:
+        """The stage's job before any run exists, each reference standing in as
+        `<stages.KEY>`: what can be checked before the pipeline starts."""
+        return self.job({key: f"<stages.{key}>" for key in self.references.values()})
+
     def upstream(self, run_names: dict[str, str]) -> list[str]:
         """The run names this stage's references name."""
         return sorted({run_names[key] for key in self.references.values()})
@@ -95,6 +100,7 @@ def load_pipeline(path: str | Path) -> Pipeline:
         twice = next(name for name in names if names.count(name) > 1)
         raise ConfigError(f"{path}: stages: the name {twice!r} is used twice; names must differ")
     stages: list[Stage] = []
+    jobs: list[JobConfig] = []
     last_key: dict[str, str] = {}
     for settings_stage in settings.stages:
         for repetition in range(1, settings_stage.repeat + 1):
@@ -103,11 +109,10 @@ def load_pipeline(path: str | Path) -> Pipeline:
                 key = f"{key}.{repetition}"
             previous = stages[-1].key if stages else None
             stage = _stage(path, settings_stage, key, previous, last_key)
-            stage.job({ref_key: f"<stages.{ref_key}>" for ref_key in stage.references.values()})
+            jobs.append(stage.checked_job())
             stages.append(stage)
         last_key[settings_stage.name] = stages[-1].key
-    first_job = stages[0].job({key: f"<stages.{key}>" for key in stages[0].references.values()})
-    experiment = settings.experiment or first_job.tracking.experiment
+    experiment = settings.experiment or jobs[0].tracking.experiment
     return Pipeline(settings.name, path, experiment, tuple(stages))
 
 
