@@ -239,22 +239,31 @@ def _shot_list(text: str) -> list[int]:
     return shots
 
 
+PROTOCOLS = ("fewshot", "retrieval", "clustering", "finetune")
+
+
 @app.command("eval")
 def evaluate(
     source: Annotated[
         str, typer.Argument(help="checkpoint folder, run folder, run name or MLflow run id")
     ],
     protocol: Annotated[
-        str, typer.Option(help="fewshot (frozen encoder, episodes) or finetune (whole runs)")
+        str,
+        typer.Option(
+            help="fewshot (frozen encoder, episodes), retrieval or clustering (frozen encoder, "
+            "one split), finetune (whole runs)"
+        ),
     ] = "fewshot",
     dataset: Annotated[
         str | None,
         typer.Option(
             help="ingested dataset (name or folder) to score on [default: glyphs for fewshot, "
-            "the run's own for finetune]"
+            "the run's own otherwise]"
         ),
     ] = None,
-    split: Annotated[str, typer.Option(help="split whose classes form the episodes")] = "test",
+    split: Annotated[
+        str, typer.Option(help="split whose classes form the episodes or are retrieved/clustered")
+    ] = "test",
     ways: Annotated[int, typer.Option(min=2, help="classes per episode")] = 5,
     shots: Annotated[str, typer.Option(help="support images per class, e.g. 1,5")] = "1,5",
     queries: Annotated[int, typer.Option(min=1, help="query images per class")] = 15,
@@ -270,7 +279,8 @@ def evaluate(
     lr: Annotated[float, typer.Option(min=0, help="finetune: SGD learning rate")] = 0.01,
 ) -> None:
     """Score a trained encoder and log the result to the run it came from: frozen, on N-way
-    K-shot episodes (fewshot: nearest prototype and a linear head on the support set), or
+    K-shot episodes (fewshot: nearest prototype and a linear head on the support set), by
+    open-set retrieval or k-means clustering of one split (retrieval, clustering), or
     fine-tuned with K labels per class (finetune: one whole run per K, children of that run)."""
     from reprlab.data.episodes import EpisodeSpec, episodes_problem
     from reprlab.data.handle import DatasetHandle
@@ -279,8 +289,8 @@ def evaluate(
     from reprlab.tracking.mlflow import log_evaluation
     from reprlab.train.build import load_trained_method
 
-    if protocol not in ("fewshot", "finetune"):
-        _fail(f"--protocol: allowed: fewshot, finetune, got {protocol!r}")
+    if protocol not in PROTOCOLS:
+        _fail(f"--protocol: allowed: {', '.join(PROTOCOLS)}, got {protocol!r}")
     shot_list = _shot_list(shots)
     try:
         run, checkpoint = find_trained(source)
@@ -288,7 +298,9 @@ def evaluate(
             scored = DatasetHandle.open(dataset or run.job.data.dataset)
             _finetune(run, checkpoint, scored, labels_per_class, freeze, epochs, lr, seed)
             return
-        scored = DatasetHandle.open(dataset or "glyphs")
+        scored = DatasetHandle.open(
+            dataset or ("glyphs" if protocol == "fewshot" else run.job.data.dataset)
+        )
     except ValueError as error:
         _fail(str(error))
     if split not in scored.splits:
@@ -296,6 +308,9 @@ def evaluate(
             f"--split: '{split}' is not a split of {scored.name}; allowed: "
             f"{', '.join(scored.splits)}"
         )
+    if protocol in ("retrieval", "clustering"):
+        _embedding_protocol(run, checkpoint, scored, split, protocol, seed)
+        return
     for k in shot_list:
         problem = episodes_problem(scored.manifest, split, EpisodeSpec(ways, k, queries))
         if problem:
@@ -347,6 +362,53 @@ def evaluate(
                 f"{100 * results[key + '_acc']:.2f} %",
                 f"± {100 * results[key + '_ci95']:.2f}",
             )
+    console.print(table)
+    console.print(f"logged to MLflow run {run.mlflow_run_id}", highlight=False)
+
+
+def _embedding_protocol(
+    run: RunRecord, checkpoint: Path, scored: DatasetHandle, split: str, protocol: str, seed: int
+) -> None:
+    """`reprlab eval --protocol retrieval|clustering`: the frozen features of one split, their
+    metrics logged to the run and printed as a table."""
+    from reprlab.eval.features import embedding_metrics, extract_features
+    from reprlab.eval.few_shot import match_channels
+    from reprlab.tracking.mlflow import log_evaluation
+    from reprlab.train.build import load_trained_method
+
+    images, labels = scored.read(split)
+    try:
+        features = extract_features(
+            load_trained_method(run, checkpoint),
+            match_channels(images, run.in_chans),
+            run.job.data.image_size,
+        )
+    except ValueError as error:
+        _fail(str(error))
+    results = embedding_metrics(
+        features,
+        labels,
+        retrieval=protocol == "retrieval",
+        clustering=protocol == "clustering",
+        seed=seed,
+    )
+    name = scored.name
+    results = {key.removeprefix(f"{protocol}_"): value for key, value in results.items()}
+    metrics = {f"{protocol}/{name}/{split}_{key}": value for key, value in results.items()}
+    settings = {"dataset": name, "split": split, "seed": seed, "checkpoint": str(checkpoint)}
+    log_evaluation(
+        run.mlflow_run_id,
+        run.tracking_uri,
+        metrics,
+        settings,
+        f"eval/{protocol}_{name}_{split}.json",
+    )
+    classes = len(set(labels.tolist()))
+    table = Table(title=f"{protocol} on {name}/{split}: {len(labels)} images of {classes} classes")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in results.items():
+        table.add_row(key, f"{100 * value:.2f} %")
     console.print(table)
     console.print(f"logged to MLflow run {run.mlflow_run_id}", highlight=False)
 

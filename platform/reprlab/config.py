@@ -75,6 +75,9 @@ class DataConfig(Strict):
     strong_augment: AugmentConfig = Field(
         StrongPolicy(), description="the strong view of unlabelled images (FixMatch)"
     )
+    m_per_class: int | None = Field(
+        None, ge=2, description="images per class in a metric-learning batch (m); P = batch / m"
+    )
 
     @model_validator(mode="after")
     def _one_way_to_subset(self) -> DataConfig:
@@ -90,7 +93,7 @@ class DataConfig(Strict):
 
 class ModelConfig(Strict):
     backbone: Literal[
-        "conv4", "resnet18", "resnet50", "wrn28_2", "vit_mini", "vit_tiny", "vit_small"
+        "conv4", "resnet18", "resnet50", "wrn28_2", "vit_mini", "vit_tiny", "vit_small", "pixels"
     ] = "conv4"
     width: int | None = Field(None, gt=0, description="conv4 filters per layer (default 64)")
     patch_size: int = Field(4, gt=0, description="ViT patch side; must divide data.image_size")
@@ -254,6 +257,18 @@ class EvalConfig(Strict):
     knn_every: int = Field(0, ge=0, description="kNN accuracy every N epochs in training; 0 off")
     knn_k: int = Field(20, gt=0)
     knn_temperature: float = Field(0.07, gt=0)
+    retrieval: bool = Field(
+        True, description="Precision@1, Recall@k, R-Precision and MAP@R of the frozen encoder"
+    )
+    retrieval_every: int = Field(
+        0, ge=0, description="retrieval metrics every N epochs in training (all workers); 0 off"
+    )
+    clustering: bool = Field(
+        True, description="k-means (k = classes) accuracy, NMI and ARI of the frozen encoder"
+    )
+    retrieval_split: str | None = Field(
+        None, description="split retrieval and clustering score [default: data.eval_split]"
+    )
     fewshot: FewShotEvalConfig | None = None
 
 
@@ -329,6 +344,31 @@ class JobConfig(Strict):
             raise ValueError(
                 f"data.{key}: method {self.method!r} trains on no labels, so it takes no label "
                 f"subset; methods that do: {takers}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _m_per_class_fits(self) -> JobConfig:
+        m = self.data.m_per_class
+        takes_it = method_class(self.method).batch_source == "m_per_class"
+        if takes_it and m is None:
+            raise ValueError(
+                f"data.m_per_class: method {self.method!r} trains on m-per-class batches; set "
+                "the images per class (e.g. 4, with data.batch_size a multiple of it)"
+            )
+        if not takes_it and m is not None:
+            raise ValueError(
+                f"data.m_per_class: method {self.method!r} does not train on m-per-class "
+                "batches; remove it"
+            )
+        if m is not None:
+            if self.data.batch_size % m:
+                raise ValueError(
+                    f"data.m_per_class: must divide data.batch_size ({self.data.batch_size}), "
+                    f"got {m}"
+                )
+            self._split_across_workers(
+                "data.batch_size / data.m_per_class", self.data.batch_size // m
             )
         return self
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import chain
 
 import numpy as np
 import torch
@@ -10,8 +11,10 @@ import torch
 from reprlab.augment.ops import resized, to_float_nchw
 from reprlab.config import JobConfig
 from reprlab.data.handle import DatasetHandle
+from reprlab.eval.clustering import clustering_metrics
 from reprlab.eval.knn import knn_accuracy
 from reprlab.eval.linear_probe import linear_probe_accuracy
+from reprlab.eval.retrieval import retrieval_metrics
 from reprlab.methods import Method
 
 
@@ -26,7 +29,7 @@ def _outputs(
     """`apply` (a method's embed or classify) over uint8 [N,H,W,C] images resized to
     image_size, in eval mode and in batches, as float32 on the CPU."""
     method.eval()
-    device = next(method.parameters()).device
+    device = next(chain(method.parameters(), method.buffers())).device  # fitted: buffers only
     chunks = []
     for start in range(0, len(images), batch_size):
         x = to_float_nchw(torch.from_numpy(images[start : start + batch_size])).to(device)
@@ -51,24 +54,51 @@ def classifier_accuracy(
 def evaluate_encoder(method: Method, dataset: DatasetHandle, job: JobConfig) -> dict[str, float]:
     """Linear-probe and weighted-kNN accuracy of the frozen encoder, fitted on the train split
     (every label: a measure of the representation), and the accuracy of a method that classifies,
-    all scored on the held-out split."""
+    all scored on the held-out split; retrieval and clustering metrics of the frozen features
+    of `eval.retrieval_split` (default: the held-out split)."""
     test_images, test_labels = dataset.read(job.data.eval_split)
     metrics: dict[str, float] = {}
     if method.classifies:
         metrics["eval/classifier_acc"] = classifier_accuracy(
             method, test_images, test_labels, job.data.image_size
         )
-    if not (job.eval.linear_probe or job.eval.knn):
-        return metrics
-    train_images, train_labels = dataset.read(job.data.train_split)
-    train_x = extract_features(method, train_images, job.data.image_size)
-    test_x = extract_features(method, test_images, job.data.image_size)
-    if job.eval.linear_probe:
-        metrics["eval/linear_probe_acc"] = linear_probe_accuracy(
-            train_x, train_labels, test_x, test_labels
+    size = job.data.image_size
+    if job.eval.linear_probe or job.eval.knn:
+        train_images, train_labels = dataset.read(job.data.train_split)
+        train_x = extract_features(method, train_images, size)
+        test_x = extract_features(method, test_images, size)
+        if job.eval.linear_probe:
+            metrics["eval/linear_probe_acc"] = linear_probe_accuracy(
+                train_x, train_labels, test_x, test_labels
+            )
+        if job.eval.knn:
+            metrics["eval/knn_acc"] = knn_accuracy(
+                train_x, train_labels, test_x, test_labels, job.eval.knn_k, job.eval.knn_temperature
+            )
+    if job.eval.retrieval or job.eval.clustering:
+        images, labels = dataset.read(job.eval.retrieval_split or job.data.eval_split)
+        scores = embedding_metrics(
+            extract_features(method, images, size),
+            labels,
+            retrieval=job.eval.retrieval,
+            clustering=job.eval.clustering,
+            seed=job.seed,
         )
-    if job.eval.knn:
-        metrics["eval/knn_acc"] = knn_accuracy(
-            train_x, train_labels, test_x, test_labels, job.eval.knn_k, job.eval.knn_temperature
-        )
+        metrics |= {f"eval/{key}": value for key, value in scores.items()}
+    return metrics
+
+
+def embedding_metrics(
+    features: np.ndarray, labels: np.ndarray, *, retrieval: bool, clustering: bool, seed: int
+) -> dict[str, float]:
+    """What the frozen features of one split show without a classifier: `retrieval_*`
+    (Precision@1, Recall@k, R-Precision, MAP@R) and `clustering_*` (k-means accuracy, NMI,
+    ARI)."""
+    metrics: dict[str, float] = {}
+    if retrieval:
+        scores = retrieval_metrics(features, labels)
+        metrics |= {f"retrieval_{key}": value for key, value in scores.items()}
+    if clustering:
+        scores = clustering_metrics(features, labels, seed)
+        metrics |= {f"clustering_{key}": value for key, value in scores.items()}
     return metrics

@@ -16,6 +16,7 @@ from reprlab.augment.ops import resized, to_float_nchw
 from reprlab.data.shards import decode_images
 from reprlab.distributed import gather_rows, sum_across_workers
 from reprlab.eval.knn import knn_accuracy
+from reprlab.eval.retrieval import retrieval_metrics
 from reprlab.methods import Method
 
 
@@ -96,10 +97,12 @@ def evaluate_online(
     knn_k: int,
     knn_temperature: float,
     device: torch.device,
+    retrieval: bool = False,
 ) -> dict[str, float]:
     """`online_linear_acc` of the online head, `classifier_acc` of a method that classifies
     and, given a train-split `bank_shard`, `knn_acc`, all on the held-out rows of every worker
-    (counts summed across workers)."""
+    (counts summed across workers); with `retrieval`, `retrieval_precision_at_1` and
+    `retrieval_map_at_r` of the held-out rows gathered from every worker."""
     was_training = module.training
     module.eval()
     classified = [0.0] if module.method.classifies else None
@@ -124,6 +127,10 @@ def evaluate_online(
             correct = accuracy * len(test_y)
         counts.append(correct)
     module.train(was_training)
+    scores = {}
+    if retrieval:
+        found = retrieval_metrics(gather_rows(test_x), gather_rows(test_y), ks=(1,))
+        scores = {f"retrieval_{key}": found[key] for key in ("precision_at_1", "map_at_r")}
     total, *correct = sum_across_workers(counts, device)
     rates = [count / max(total, 1.0) for count in correct]
     metrics = {}
@@ -133,4 +140,4 @@ def evaluate_online(
         metrics["online_linear_acc"] = rates.pop(0)
     if bank_shard is not None:
         metrics["knn_acc"] = rates.pop(0)
-    return metrics
+    return metrics | scores

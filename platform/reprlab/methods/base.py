@@ -29,14 +29,17 @@ class Method(nn.Module):
     uses_mixed_labels: ClassVar[bool] = False
     """Whether training_step reads `label_mix`/`mix_weight` (a mixer in the view policy)."""
     batch_source: ClassVar[str] = "two_views"
-    """The batch source (train/sources/) the method trains on: "two_views", "episodes" or
-    "labelled_unlabelled"."""
+    """The batch source (train/sources/) the method trains on: "two_views", "episodes",
+    "labelled_unlabelled" or "m_per_class"."""
     classifies: ClassVar[bool] = False
     """Whether `classify` gives class logits (a method trained with labels): its held-out
     accuracy is then reported after every epoch and at the end."""
     learns_from_teacher: ClassVar[bool] = False
     """Whether it trains against a frozen classifier from an earlier run (`model.teacher`),
     handed over by `take_teacher` before training."""
+    fits_in_closed_form: ClassVar[bool] = False
+    """Whether a run fits it on the driver in one pass over the train split (`fit_closed_form`)
+    instead of training it with Ray Train and an optimiser: the classical baselines."""
     ddp: ClassVar[bool] = True
     """Whether DDP may wrap it. Inner-loop learners (MAML) take `torch.autograd.grad` inside
     forward, which DDP's reducer does not support: the loop all-reduces their gradients."""
@@ -59,6 +62,16 @@ class Method(nn.Module):
     def take_teacher(self, teacher: Method) -> None:
         """Keep `teacher`, a finished run's method that classifies, to learn from."""
         raise NotImplementedError(f"{type(self).__name__} learns from no teacher")
+
+    def fit_closed_form(self, images: torch.Tensor, seed: int) -> dict[str, float]:
+        """Fit on the float [N, C, S, S] train images in [0, 1]; returns metrics of the fit."""
+        raise NotImplementedError(f"{type(self).__name__} is trained, not fitted in closed form")
+
+    def pictures(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Pictures of what the finished method learnt, given a few float [B, C, S, S]
+        held-out images: artifact path -> float [K, C, h, w] images for a grid in the run
+        (eigen-digits, centroids, reconstructions); none by default."""
+        return {}
 
     def lr_scales(self) -> dict[int, float]:
         """Learning-rate multipliers by parameter id (layer-wise decay); others train at 1."""

@@ -1,5 +1,5 @@
 """Encoders by name: timm ResNets with a small-image stem, WRN-28-2 and timm ViTs for GPU jobs,
-conv4 and vit_mini for CPU jobs."""
+conv4 and vit_mini for CPU jobs, raw pixels for the classical baselines."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from reprlab.models.classical import PixelEncoder
 
 
 class Conv4(nn.Module):
@@ -206,7 +208,9 @@ def build_backbone(
                 f"patch_size {patch_size} must divide image_size {image_size} for '{name}'"
             )
         return vision_transformer(name, in_chans, image_size, patch_size, **kwargs)
+    if name == "pixels":
+        return PixelEncoder(in_chans, image_size)
     if name not in BACKBONES:
-        allowed = ", ".join(sorted([*BACKBONES, *VIT_SIZES]))
+        allowed = ", ".join(sorted([*BACKBONES, *VIT_SIZES, "pixels"]))
         raise ValueError(f"unknown backbone '{name}'; allowed: {allowed}")
     return BACKBONES[name](in_chans, **kwargs)

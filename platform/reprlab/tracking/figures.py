@@ -56,6 +56,53 @@ def episode_figure(batch: dict[str, torch.Tensor], title: str) -> Figure:
     return figure
 
 
+def class_rows_figure(views: np.ndarray, labels: np.ndarray, per_class: int) -> Figure:
+    """An m-per-class batch, uint8 [P*m, C, S, S] class-major: one row per class, its m views,
+    the row titled with the class id."""
+    classes = len(views) // per_class
+    columns = min(per_class, 12)
+    figure = Figure(figsize=(columns * 0.9, classes * 0.9 + 0.2))
+    axes = figure.subplots(classes, columns, squeeze=False)
+    for row in range(classes):
+        for column in range(columns):
+            pixels = views[row * per_class + column].transpose(1, 2, 0)
+            axis = axes[row][column]
+            axis.imshow(
+                pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels,
+                cmap="gray",
+                vmin=0,
+                vmax=255,
+            )
+            axis.set_xticks([])
+            axis.set_yticks([])
+        axes[row][0].set_ylabel(f"class {labels[row * per_class]}", fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def image_grid_figure(images: torch.Tensor, title: str) -> Figure:
+    """Float [K, C, h, w] images (components, centroids, reconstructions) in a grid of up to 8
+    columns, each scaled to its own range."""
+    columns = min(8, len(images))
+    rows = -(-len(images) // columns)
+    figure = Figure(figsize=(columns * 0.9, rows * 0.9 + 0.4))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for index, axis in enumerate(axes.flat):
+        axis.set_xticks([])
+        axis.set_yticks([])
+        if index >= len(images):
+            axis.set_axis_off()
+            continue
+        pixels = images[index].float().permute(1, 2, 0)
+        pixels = (pixels - pixels.min()) / (pixels.max() - pixels.min()).clamp_min(1e-12)
+        axis.imshow(
+            pixels.squeeze(-1).numpy() if pixels.shape[-1] == 1 else pixels.numpy(), cmap="gray"
+        )
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
 def metric_against_values_figure(
     values: dict[str, list[float]], metric: list[float], metric_name: str, log_keys: set[str]
 ) -> Figure:

@@ -24,13 +24,14 @@ class TrainState:
 
 
 def save_checkpoint(
-    directory: Path, module: nn.Module, optimizer: torch.optim.Optimizer, state: TrainState
+    directory: Path, module: nn.Module, optimizer: torch.optim.Optimizer | None, state: TrainState
 ) -> Path:
-    """Write module, optimiser and state into `directory`; returns the file."""
+    """Write module, optimiser (none for a closed-form fit) and state into `directory`; returns
+    the file."""
     path = Path(directory) / STATE_FILE
     payload = {
         "module": module.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else {},
         "state": asdict(state),
     }
     torch.save(payload, path)

@@ -1,6 +1,6 @@
-"""What the loop measures after each epoch besides the loss: the online linear classifier and
-kNN on the held-out split, and few-shot accuracy on fixed episodes. Built on the driver (the
-Ray datasets they read), evaluated on every worker."""
+"""What the loop measures after each epoch besides the loss: the online linear classifier, kNN
+and retrieval on the held-out split, and few-shot accuracy on fixed episodes. Built on the
+driver (the Ray datasets they read), evaluated on every worker."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ class EpochMonitors:
         self.online = (
             job.eval.online_linear
             or bool(job.eval.knn_every)
+            or bool(job.eval.retrieval_every)
             or method_class(job.method).classifies
         )
         fewshot = job.eval.fewshot
@@ -66,6 +67,7 @@ class EpochMonitors:
         metrics: dict[str, float] = {}
         if self.online:
             knn_due = bool(job.eval.knn_every) and epoch % job.eval.knn_every == 0
+            every = job.eval.retrieval_every
             metrics |= evaluate_online(
                 module,
                 ray.train.get_dataset_shard("eval"),
@@ -75,6 +77,7 @@ class EpochMonitors:
                 knn_k=job.eval.knn_k,
                 knn_temperature=job.eval.knn_temperature,
                 device=device,
+                retrieval=bool(every) and epoch % every == 0,
             )
         for split in self.fewshot_splits:
             if split.every_epoch or epoch == job.optim.epochs:

@@ -69,6 +69,8 @@ def check_job_fits_dataset(job: JobConfig, dataset: DatasetHandle) -> None:
     splits = [("data.train_split", job.data.train_split), ("data.eval_split", job.data.eval_split)]
     if fewshot is not None:
         splits.append(("eval.fewshot.split", fewshot.split))
+    if job.eval.retrieval_split is not None:
+        splits.append(("eval.retrieval_split", job.eval.retrieval_split))
     for key, split in splits:
         if split not in dataset.splits:
             allowed = ", ".join(dataset.splits)

@@ -11,13 +11,16 @@ from pathlib import Path
 
 import mlflow
 import ray.train
+import torch
 from rich.console import Console
 
+from reprlab.augment.ops import resized, to_float_nchw
 from reprlab.config import ConfigError, flatten, to_yaml
 from reprlab.data.handle import DatasetHandle
 from reprlab.eval.features import evaluate_encoder
-from reprlab.methods import Method
+from reprlab.methods import Method, method_class
 from reprlab.runs import LOG_FILE, RUN_RECORD, RunRecord
+from reprlab.tracking.figures import image_grid_figure
 from reprlab.tracking.mlflow import (
     DatasetInput,
     log_encoder,
@@ -28,6 +31,7 @@ from reprlab.tracking.mlflow import (
     tracking_uri,
 )
 from reprlab.train.build import load_trained_method
+from reprlab.train.closed_form import fit_in_closed_form
 from reprlab.train.placement import check_fits_cluster
 from reprlab.train.prepare import PreparedRun
 from reprlab.train.progress import LiveProgress
@@ -99,9 +103,21 @@ def log_preview(prepared: PreparedRun) -> None:
 
 
 def evaluate(prepared: PreparedRun, method: Method) -> dict[str, float]:
-    """The evaluate phase: linear probe and kNN of the frozen encoder when the job asks, the
-    held-out accuracy of a method that classifies."""
+    """The evaluate phase: linear probe, kNN, retrieval and clustering of the frozen encoder
+    when the job asks, the held-out accuracy of a method that classifies."""
     return evaluate_encoder(method, prepared.dataset, prepared.job)
+
+
+def log_pictures(prepared: PreparedRun, method: Method, count: int = 8) -> None:
+    """Log the method's pictures of what it learnt, drawn for the first `count` held-out images,
+    into the active MLflow run."""
+    job = prepared.job
+    images, _ = prepared.dataset.read(job.data.eval_split)
+    sample = resized(to_float_nchw(torch.from_numpy(images[:count])), job.data.image_size)
+    with torch.no_grad():
+        found = method.pictures(sample)
+    for path, pictures in found.items():
+        mlflow.log_figure(image_grid_figure(pictures, f"{job.method}: {path}"), path)
 
 
 def trained_method(record: RunRecord, result: ray.train.Result) -> Method:
@@ -122,35 +138,50 @@ def run_prepared(
     shows a live progress display there.
     ConfigError, before anything is recorded, for a job a whole run cannot finish (on this
     cluster)."""
-    if prepared.job.scaling.max_workers == 0:
+    job = prepared.job
+    closed_form = method_class(job.method).fits_in_closed_form
+    if job.scaling.max_workers == 0 and not closed_form:
         raise ConfigError(
             "scaling.num_workers: a whole run needs >= 1 Ray Train worker (0 runs the loop "
             "in-process, as tests do, and keeps no checkpoint to evaluate), got 0"
         )
-    job = prepared.job
-    with RaySession(prepared.storage / LOG_FILE, verbose):
-        check_fits_cluster(job, tracking_uri(job.tracking.tracking_uri))
+    if not closed_form:
+        with RaySession(prepared.storage / LOG_FILE, verbose):
+            check_fits_cluster(job, tracking_uri(job.tracking.tracking_uri))
     record = open_record(prepared, tags)
+    metrics: dict[str, float] = {}
     with tracked(record.mlflow_run_id, record.tracking_uri):
         with mlflow.start_run(run_id=record.mlflow_run_id):
-            log_preview(prepared)
-            with RaySession(record.log_file, verbose):
-                live = LiveProgress(console, job.optim.epochs) if console else None
-                with live or contextlib.nullcontext():
-                    result = fit(
-                        prepared,
-                        tracking_uri=record.tracking_uri,
-                        run_id=record.mlflow_run_id,
-                        progress=live.board if live else None,
-                    )
-            method = trained_method(record, result)
-            metrics = {
-                key: value
-                for key, value in (result.metrics or {}).items()
-                if key.startswith("fewshot/test")
-            }
+            if closed_form:
+                method = fit_in_closed_form(prepared)
+            else:
+                method, metrics = train_with_ray(prepared, record, console, verbose)
             final = evaluate(prepared, method)
             mlflow.log_metrics(final)
+            log_pictures(prepared, method)
             if job.tracking.log_model:
                 log_encoder(method.backbone, prepared.dataset.image_shape, job.data.image_size)
     return RunSummary(record, metrics | final)
+
+
+def train_with_ray(
+    prepared: PreparedRun, record: RunRecord, console: Console | None, verbose: bool
+) -> tuple[Method, dict[str, float]]:
+    """The fit phase of a trained method: the preview figure, then Ray Train with a live
+    progress display on `console`; the trained method and its final few-shot test metrics."""
+    log_preview(prepared)
+    with RaySession(record.log_file, verbose):
+        live = LiveProgress(console, prepared.job.optim.epochs) if console else None
+        with live or contextlib.nullcontext():
+            result = fit(
+                prepared,
+                tracking_uri=record.tracking_uri,
+                run_id=record.mlflow_run_id,
+                progress=live.board if live else None,
+            )
+    metrics = {
+        key: value
+        for key, value in (result.metrics or {}).items()
+        if key.startswith("fewshot/test")
+    }
+    return trained_method(record, result), metrics

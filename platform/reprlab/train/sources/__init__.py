@@ -7,6 +7,7 @@ from reprlab.data.handle import DatasetHandle
 from reprlab.methods import method_class
 from reprlab.train.sources.base import BatchSource
 from reprlab.train.sources.episodes import EpisodeSource
+from reprlab.train.sources.m_per_class import MPerClassSource
 from reprlab.train.sources.semi import LabelledUnlabelledSource
 from reprlab.train.sources.views import TwoViewSource
 
@@ -14,6 +15,7 @@ SOURCES: dict[str, type[BatchSource]] = {
     "two_views": TwoViewSource,
     "episodes": EpisodeSource,
     "labelled_unlabelled": LabelledUnlabelledSource,
+    "m_per_class": MPerClassSource,
 }
 
 
@@ -27,6 +29,7 @@ __all__ = [
     "BatchSource",
     "EpisodeSource",
     "LabelledUnlabelledSource",
+    "MPerClassSource",
     "TwoViewSource",
     "batch_source",
 ]
