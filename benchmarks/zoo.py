@@ -1,13 +1,15 @@
-"""The method-zoo table: every `jobs/*_mnist5k.yaml` (and the quickstart SimCLR job) run end to
-end through the platform, one after another on one Ray instance, next to a random-init encoder
-of the same architecture evaluated with the same probes on the same split.
+"""The method-zoo table: every mnist5k job (`jobs/*_mnist5k.yaml`, `jobs/metric/`,
+`jobs/classical/`, and the quickstart SimCLR job) run end to end through the platform, one after
+another on one Ray instance, below raw pixels and a random-init conv4 scored the same way: linear
+probe, kNN, retrieval (Precision@1, MAP@R) and k-means clustering (accuracy, NMI) of the frozen
+features, on the same held-out split.
 
     .venv/bin/python benchmarks/zoo.py [--only simclr,byol] [--readme README.md]
 
 Each job's row is stored in benchmarks/zoo_results.json (--only re-measures some rows and keeps
-the others). Prints the Markdown table (probe, kNN, points over random init, minutes end to
-end); with --readme it replaces the table between the zoo markers in that file, so the
-README's numbers come from this command (`make zoo`), never typed by hand.
+the others; rows measured before retrieval and clustering existed show "–" there). Prints the
+Markdown table; with --readme it replaces the table between the zoo markers in that file, so
+the README's numbers come from this command (`make zoo`), never typed by hand.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from rich.console import Console
 from reprlab.config import JobConfig, load_job
 from reprlab.data.catalog import ingest
 from reprlab.eval.features import evaluate_encoder
+from reprlab.methods import Method, MethodArgs
+from reprlab.models.backbones import build_backbone
 from reprlab.train.build import make_method
 from reprlab.train.prepare import PreparedRun, prepare
 from reprlab.train.run import run_prepared
@@ -33,36 +37,90 @@ JOBS = Path(__file__).resolve().parent.parent / "jobs"
 RESULTS = Path(__file__).resolve().parent / "zoo_results.json"
 
 
+FAMILIES = {
+    "classical": ("pca", "kmeans", "autoencoder"),
+    "pretext": ("rotation", "jigsaw", "mae"),
+    "metric": ("contrastive", "triplet", "multi_similarity", "supcon", "arcface", "proxy_anchor"),
+    "supervised": ("supervised",),
+}
+"""The rung of the ladder each method stands on; every other method is joint-embedding SSL."""
+COLUMNS = {
+    "probe": "eval/linear_probe_acc",
+    "knn": "eval/knn_acc",
+    "p_at_1": "eval/retrieval_precision_at_1",
+    "map_at_r": "eval/retrieval_map_at_r",
+    "cluster_acc": "eval/clustering_acc",
+    "nmi": "eval/clustering_nmi",
+}
+
+
 def zoo_jobs() -> list[Path]:
-    """The quickstart SimCLR job, then every method's mnist5k job in name order."""
-    return [JOBS / "quickstart.yaml", *sorted(JOBS.glob("*_mnist5k.yaml"))]
+    """The quickstart SimCLR job, then every mnist5k job in name order."""
+    found = [*JOBS.glob("*_mnist5k.yaml"), *JOBS.glob("metric/*_mnist5k.yaml")]
+    found += JOBS.glob("classical/*_mnist5k.yaml")
+    return [JOBS / "quickstart.yaml", *sorted(found, key=lambda path: path.name)]
 
 
-def random_init_scores(prepared: PreparedRun) -> dict[str, float]:
-    """Probe and kNN of the job's encoder before any training (seeded like the job)."""
+def family(method: str) -> str:
+    return next((name for name, members in FAMILIES.items() if method in members), "SSL")
+
+
+def scores(metrics: dict[str, float]) -> dict[str, float]:
+    """The table's columns out of a run's evaluation metrics."""
+    return {column: metrics[key] for column, key in COLUMNS.items() if key in metrics}
+
+
+def reference_rows(prepared: PreparedRun) -> dict[str, dict]:
+    """Raw pixels and the quickstart's conv4 before any training (seeded like the job), scored
+    by the same evaluation as the runs."""
     job, dataset = prepared.job, prepared.dataset
+    pixels_encoder = build_backbone("pixels", dataset.in_chans, image_size=job.data.image_size)
+    pixels = Method(pixels_encoder, MethodArgs())
     torch.manual_seed(job.seed)
-    return evaluate_encoder(make_method(job, dataset.in_chans), dataset, job)
+    rows = {}
+    for name, method in (
+        ("raw pixels", pixels),
+        (f"random-init {architecture(job)}", make_method(job, dataset.in_chans)),
+    ):
+        rows[name] = {"family": "reference", "method": name, "job": None, "minutes": None}
+        rows[name] |= scores(evaluate_encoder(method, dataset, job))
+    return rows
 
 
 def architecture(job: JobConfig) -> str:
-    """A short name of the encoder, the key of the random-init baseline."""
+    """A short name of the encoder."""
     width = f" w{job.model.width}" if job.model.width else ""
     return f"{job.model.backbone}{width}"
 
 
+def _cell(row: dict, column: str) -> str:
+    return f"{row[column]:.1%}" if column in row else "–"
+
+
 def table(rows: list[dict]) -> str:
     lines = [
-        "| method | job | linear probe | kNN (k=20) | probe vs random init | minutes |",
-        "|---|---|---|---|---|---|",
+        "| family | method | job | linear probe | kNN (k=20) | P@1 | MAP@R | k-means acc | NMI "
+        "| minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
+        job = f"`jobs/{row['job']}`" if row["job"] else "–"
+        minutes = f"{row['minutes']:.1f}" if row["minutes"] is not None else "–"
+        cells = " | ".join(_cell(row, column) for column in COLUMNS)
         lines.append(
-            f"| {row['method']} | `jobs/{row['job']}` | {row['probe']:.1%} | {row['knn']:.1%} "
-            f"| {row['gain']:+.1f} points ({row['arch']} {row['baseline']:.1%}) "
-            f"| {row['minutes']:.1f} |"
+            f"| {row.get('family', family(row['method']))} | {row['method']} | {job} | {cells} "
+            f"| {minutes} |"
         )
     return "\n".join(lines).replace("%", " %")
+
+
+def ordered(rows: dict[str, dict]) -> list[dict]:
+    """References first, then the ladder's rungs in order, runs by name within each."""
+    rungs = ["reference", "classical", "pretext", "metric", "SSL", "supervised"]
+    return sorted(
+        rows.values(),
+        key=lambda row: (rungs.index(row.get("family", family(row["method"]))), row["method"]),
+    )
 
 
 def write_readme(readme: Path, markdown: str) -> None:
@@ -82,33 +140,26 @@ def main() -> None:
     console = Console()
     ingest("mnist5k")
     wanted = set(filter(None, args.only.split(",")))
-    jobs = [load_job(path) for path in zoo_jobs()]
+    job_paths = {load_job(path).name: path for path in zoo_jobs()}
+    jobs = [load_job(path) for path in job_paths.values()]
     jobs = [job for job in jobs if not wanted or job.method in wanted]
-    baselines: dict[str, float] = {}
     rows = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    rows |= reference_rows(prepare(load_job(JOBS / "quickstart.yaml")))
     for index, job in enumerate(jobs, 1):
-        arch = architecture(job)
         prepared = prepare(job)
-        if arch not in baselines:
-            baselines[arch] = random_init_scores(prepared)["eval/linear_probe_acc"]
         console.rule(f"[{index}/{len(jobs)}] {job.name} ({job.method})")
         started = time.perf_counter()
         summary = run_prepared(prepared, console=console)
-        minutes = (time.perf_counter() - started) / 60
-        probe = summary.metrics["eval/linear_probe_acc"]
         rows[job.name] = {
+            "family": family(job.method),
             "method": job.method,
-            "job": f"{job.name}.yaml",
-            "probe": probe,
-            "knn": summary.metrics["eval/knn_acc"],
-            "gain": 100 * (probe - baselines[arch]),
-            "arch": arch,
-            "baseline": baselines[arch],
-            "minutes": minutes,
+            "job": str(Path(job_paths[job.name]).relative_to(JOBS)),
+            "minutes": (time.perf_counter() - started) / 60,
+            **scores(summary.metrics),
         }
         RESULTS.write_text(json.dumps(rows, indent=1, sort_keys=True))
-        console.print(table(list(rows.values())))
-    markdown = table([rows[name] for name in sorted(rows)])
+        console.print(table(ordered(rows)))
+    markdown = table(ordered(rows))
     print(markdown)
     if args.readme:
         write_readme(args.readme, markdown)

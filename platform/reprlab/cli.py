@@ -162,6 +162,7 @@ def run(
 ) -> None:
     """Train a job on Ray, evaluate its encoder, log everything to MLflow."""
     from reprlab.config import ConfigError, load_job
+    from reprlab.methods.collapse import RepresentationCollapse
     from reprlab.signals import sigterm_as_interrupt
     from reprlab.train.prepare import prepare
     from reprlab.train.run import run_prepared
@@ -170,7 +171,7 @@ def run(
         prepared = prepare(load_job(job_file, overrides or []), resume=resume)
         with sigterm_as_interrupt():  # `reprlab jobs stop`: the run ends FAILED, with why
             summary = run_prepared(prepared, console=console, verbose=verbose)
-    except ConfigError as error:
+    except (ConfigError, RepresentationCollapse) as error:
         _fail(str(error))
     record = summary.record
     table = Table(title=f"evaluation: {record.run_name}")

@@ -215,9 +215,10 @@ def _views(images: int = 6, size: int = 12, seed: int = 0) -> dict[str, torch.Te
     return {"view1": views[0], "view2": views[1], "label": torch.zeros(images, dtype=torch.long)}
 
 
-def test_dino_step_gives_finite_loss_collapse_metrics_and_probe_features() -> None:
+@pytest.mark.parametrize("head_bn", [False, True])
+def test_dino_step_gives_finite_loss_collapse_metrics_and_probe_features(head_bn: bool) -> None:
     torch.manual_seed(0)
-    method = _tiny_dino()
+    method = _tiny_dino(head_bn=head_bn)
     batch = _views() | {"local_views": torch.rand(3, 6, 1, 8, 8)}
     output = method(batch)
     assert torch.isfinite(output["loss"])
@@ -289,8 +290,8 @@ def test_prototypes_do_not_move_while_frozen_and_move_after() -> None:
     method = _tiny_swav(freeze_prototypes_steps=1)
     optimizer = torch.optim.SGD(method.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-4)
 
-    def step() -> tuple[torch.Tensor, torch.Tensor]:
-        loss = method(_views(seed=len(optimizer.state)))["loss"]
+    def step(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = method(_views(seed=seed))["loss"]
         before = method.prototypes.weight.detach().clone()
         optimizer.zero_grad()
         loss.backward()
@@ -298,11 +299,11 @@ def test_prototypes_do_not_move_while_frozen_and_move_after() -> None:
         optimizer.step()
         return before, grad
 
-    before, grad = step()
+    before, grad = step(0)
     assert torch.count_nonzero(grad) == 0
     torch.testing.assert_close(F.normalize(method.prototypes.weight, dim=1), before)
     method.on_step_end(0, 10)
-    before, grad = step()
+    before, grad = step(1)
     assert torch.count_nonzero(grad) > 0
     assert not torch.allclose(F.normalize(method.prototypes.weight, dim=1), before)
 

@@ -29,7 +29,8 @@ def _outputs(
     """`apply` (a method's embed or classify) over uint8 [N,H,W,C] images resized to
     image_size, in eval mode and in batches, as float32 on the CPU."""
     method.eval()
-    device = next(chain(method.parameters(), method.buffers())).device  # fitted: buffers only
+    tensors = chain(method.parameters(), method.buffers())  # fitted encoders hold buffers only
+    device = next(tensors, torch.empty(0)).device  # raw pixels hold neither: the CPU
     chunks = []
     for start in range(0, len(images), batch_size):
         x = to_float_nchw(torch.from_numpy(images[start : start + batch_size])).to(device)

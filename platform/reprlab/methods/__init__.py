@@ -9,6 +9,7 @@ from reprlab.methods.barlow_twins import BarlowTwins
 from reprlab.methods.base import EpisodicMethod, Method, MethodArgs
 from reprlab.methods.byol import BYOL
 from reprlab.methods.contrastive import Contrastive
+from reprlab.methods.dino import DINO
 from reprlab.methods.finetune import Finetune
 from reprlab.methods.fixmatch import FixMatch
 from reprlab.methods.jigsaw import Jigsaw
@@ -30,6 +31,7 @@ from reprlab.methods.simclr import SimCLR
 from reprlab.methods.simsiam import SimSiam
 from reprlab.methods.supcon import SupCon
 from reprlab.methods.supervised import Supervised
+from reprlab.methods.swav import SwAV
 from reprlab.methods.triplet import Triplet
 from reprlab.methods.vicreg import VICReg
 
@@ -42,6 +44,8 @@ METHODS: dict[str, type[Method]] = {
     "mae": MAE,
     "barlow_twins": BarlowTwins,
     "vicreg": VICReg,
+    "dino": DINO,
+    "swav": SwAV,
     "rotation": Rotation,
     "jigsaw": Jigsaw,
     "autoencoder": Autoencoder,

@@ -129,7 +129,7 @@ class DINOArgs(MethodArgs):
     center_momentum: float = Field(0.9, ge=0, lt=1)
     base_momentum: float = Field(0.996, gt=0, lt=1, description="teacher EMA, cosine to 1")
     collapse_threshold: float = Field(
-        0.05, ge=0, description="collapse below this teacher information (nats)"
+        0.05, ge=0, description="collapse at or below this teacher information (nats)"
     )
     collapse_patience: int = Field(100, ge=0, description="steps below it; 0: no check")
     collapse_grace_steps: int = Field(200, ge=0, description="first steps never checked")
@@ -167,8 +167,9 @@ class DINO(Method):
                 args.collapse_patience,
                 args.collapse_grace_steps,
                 unit="nats",
-                advice="its output no longer depends on the image: lower teacher_temp if "
-                "teacher_entropy is near log(out_dim), else lower center_momentum",
+                advice="its output no longer depends on the image: set head_bn (conv "
+                "backbones) or lower the lr; if teacher_entropy is near log(out_dim) lower "
+                "teacher_temp, else lower center_momentum",
             )
 
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

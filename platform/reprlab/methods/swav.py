@@ -116,15 +116,22 @@ class SwAV(TwoViewMethod):
     every step); loss: each view's softmax(z^T C / temperature) predicts the other view's
     Sinkhorn codes. With `queue_length`, the last projections of the global batch (one queue
     per view) join the Sinkhorn once full and past `queue_start_steps`, so that a batch
-    smaller than the number of prototypes can still spread over them."""
+    smaller than the number of prototypes can still spread over them.
+
+    For the first `freeze_prototypes_steps` the prototypes get a zero gradient, set in the
+    forward since `on_step_end` comes after the optimiser step; weight decay then only rescales
+    them, which the renormalisation before the next step undoes."""
 
     Args = SwAVArgs
 
     def __init__(self, backbone: nn.Module, args: SwAVArgs) -> None:
         super().__init__(backbone, args)
         self.prototypes = nn.Linear(args.proj_dim, args.num_prototypes, bias=False)
-        queues = [KeyQueue(args.queue_length, args.proj_dim) for _ in range(2)]
-        self.queues = nn.ModuleList(queues if args.queue_length else [])
+        self.queues = nn.ModuleList(
+            [KeyQueue(args.queue_length, args.proj_dim) for _ in range(2)]
+            if args.queue_length
+            else []
+        )
         self.register_buffer("queued", torch.zeros((), dtype=torch.long))
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         self.monitor: CollapseMonitor | None = None
@@ -162,7 +169,7 @@ class SwAV(TwoViewMethod):
             self.monitor.update(in_use)
         return {
             "loss": loss,
-            "prototype_usage": loss.new_tensor(in_use / args.num_prototypes).detach(),
+            "prototype_usage": loss.new_tensor(in_use / args.num_prototypes),
             "code_entropy": mean_entropy(torch.cat(codes)),
             "features": features,
         }

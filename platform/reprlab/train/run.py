@@ -19,6 +19,7 @@ from reprlab.config import ConfigError, flatten, to_yaml
 from reprlab.data.handle import DatasetHandle
 from reprlab.eval.features import evaluate_encoder
 from reprlab.methods import Method, method_class
+from reprlab.methods.collapse import collapse_among
 from reprlab.runs import LOG_FILE, RUN_RECORD, RunRecord
 from reprlab.tracking.figures import image_grid_figure
 from reprlab.tracking.mlflow import (
@@ -168,17 +169,24 @@ def train_with_ray(
     prepared: PreparedRun, record: RunRecord, console: Console | None, verbose: bool
 ) -> tuple[Method, dict[str, float]]:
     """The fit phase of a trained method: the preview figure, then Ray Train with a live
-    progress display on `console`; the trained method and its final few-shot test metrics."""
+    progress display on `console`; the trained method and its final few-shot test metrics.
+    RepresentationCollapse, alone, when a worker stopped training because it collapsed."""
     log_preview(prepared)
     with RaySession(record.log_file, verbose):
         live = LiveProgress(console, prepared.job.optim.epochs) if console else None
         with live or contextlib.nullcontext():
-            result = fit(
-                prepared,
-                tracking_uri=record.tracking_uri,
-                run_id=record.mlflow_run_id,
-                progress=live.board if live else None,
-            )
+            try:
+                result = fit(
+                    prepared,
+                    tracking_uri=record.tracking_uri,
+                    run_id=record.mlflow_run_id,
+                    progress=live.board if live else None,
+                )
+            except Exception as error:
+                collapse = collapse_among(error)
+                if collapse is None:
+                    raise
+                raise collapse from None  # the run ends FAILED saying so in one line
     metrics = {
         key: value
         for key, value in (result.metrics or {}).items()
