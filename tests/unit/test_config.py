@@ -40,7 +40,7 @@ def test_quickstart_loads_and_overrides_apply() -> None:
         ("optim.lr=-1", "optim.lr: must be > 0.0, got -1"),
         ("optim.foo=1", "optim.foo: unknown key; allowed: betas, epochs, grad_clip, lars_eta, lr"),
         ("model.backbone=vit", "model.backbone: must be one of 'conv4', 'resnet18', 'resnet50',"),
-        ("method=nope", "method: must be one of 'anil', 'barlow_twins', 'byol', 'finetune'"),
+        ("method=nope", "method: must be one of 'anil', 'arcface', 'autoencoder', 'barlow_twins'"),
         ("method_args.temperature=0", "method_args.temperature: must be > 0.0, got 0"),
         (
             "data.augment.mixer=cutmix",

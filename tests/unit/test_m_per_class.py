@@ -3,6 +3,8 @@ workers (each worker a contiguous run of whole classes)."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -87,3 +89,22 @@ def test_two_workers_hold_exactly_the_one_worker_global_batch() -> None:
     expected = np.concatenate([labels[sampler.batch_rows(0, 4)], labels[sampler.batch_rows(1, 0)]])
     assert np.array_equal(whole["label"], expected)
     assert not np.array_equal(whole["view1"][:3], whole["view1"][3:6])  # groups draw apart
+
+
+@pytest.mark.parametrize(
+    "data,method,expected",
+    [
+        ({}, "triplet", "data.m_per_class: method 'triplet' trains on m-per-class batches"),
+        ({"m_per_class": 4}, "simclr", "data.m_per_class: method 'simclr' does not train on"),
+        ({"m_per_class": 5}, "triplet", "data.m_per_class: must divide data.batch_size (256)"),
+        (
+            {"m_per_class": 64},  # 4 classes: fine for 2 workers, not for 8
+            "triplet",
+            "data.batch_size / data.m_per_class: must be a multiple of scaling.num_workers (8)",
+        ),
+    ],
+)
+def test_m_per_class_settings_are_checked_in_one_line(data, method, expected) -> None:
+    workers = 8 if data.get("m_per_class") == 64 else 2
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        JobConfig(method=method, data=data, scaling={"num_workers": workers})

@@ -104,12 +104,22 @@ def test_a_run_recorded_on_another_machine_is_found_by_its_mlflow_run_id(tmp_pat
 
 def test_evaluate_scores_the_frozen_encoder_with_the_jobs_probes() -> None:
     ingest("digits")
-    prepared = prepare(digits_job(eval={"knn": False}))
+    prepared = prepare(digits_job(eval={"knn": False, "retrieval": False, "clustering": False}))
     metrics = evaluate(prepared, make_method(prepared.job, prepared.dataset.in_chans))
     assert set(metrics) == {"eval/linear_probe_acc"}
     assert 0.3 < metrics["eval/linear_probe_acc"] <= 1  # a random conv4 on digits, 10 classes
-    nothing = prepare(digits_job(eval={"knn": False, "linear_probe": False}))
+    off = {"knn": False, "linear_probe": False, "retrieval": False, "clustering": False}
+    nothing = prepare(digits_job(eval=off))
     assert evaluate(nothing, make_method(nothing.job, 1)) == {}
+    embedded = prepare(digits_job(eval=off | {"clustering": True, "retrieval_split": "train"}))
+    metrics = evaluate(embedded, make_method(embedded.job, 1))
+    assert set(metrics) == {"eval/clustering_acc", "eval/clustering_nmi", "eval/clustering_ari"}
+
+
+def test_a_retrieval_split_the_dataset_lacks_fails_before_ray() -> None:
+    ingest("digits")
+    with pytest.raises(ConfigError, match="eval.retrieval_split: 'dev' is not a split of digits"):
+        prepare(digits_job(eval={"retrieval_split": "dev"}))
 
 
 def test_an_episodic_job_logs_its_episode_even_without_augmentation_grids(tmp_path) -> None:
