@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
 import mlflow
+from readme_tables import replace_table
 from rich.console import Console
 
 from reprlab.config import load_job
@@ -34,7 +34,6 @@ from reprlab.tracking.mlflow import tracking_uri
 from reprlab.train.prepare import prepare
 from reprlab.train.run import run_prepared
 
-START, END = "<!-- label-efficiency:start -->", "<!-- label-efficiency:end -->"
 ROOT = Path(__file__).resolve().parent.parent
 SEMI = ROOT / "jobs" / "semi"
 RESULTS = Path(__file__).resolve().parent / "label_efficiency_results.json"
@@ -123,14 +122,6 @@ def table(cells: dict[str, dict], methods: list[str], counts: list[str]) -> str:
     return "\n".join(lines).replace("%", " %")
 
 
-def write_readme(readme: Path, markdown: str) -> None:
-    text = readme.read_text()
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        raise SystemExit(f"{readme}: no {START} ... {END} markers to replace")
-    readme.write_text(pattern.sub(lambda _: f"{START}\n{markdown}\n{END}", text))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", default="1,4,10,25,all", help="labels per class, or all")
@@ -183,7 +174,7 @@ def main() -> None:
         mlflow.log_dict(stored, "label_efficiency_results.json")
     print(markdown)
     if args.readme:
-        write_readme(args.readme, markdown)
+        replace_table(args.readme, "label-efficiency", markdown)
         console.print(f"updated {args.readme}")
 
 

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
 import torch
+from readme_tables import replace_table
 from rich.console import Console
 
 from reprlab.config import JobConfig, load_job
@@ -32,7 +32,6 @@ from reprlab.train.build import make_method
 from reprlab.train.prepare import PreparedRun, prepare
 from reprlab.train.run import run_prepared
 
-START, END = "<!-- zoo:start -->", "<!-- zoo:end -->"
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 RESULTS = Path(__file__).resolve().parent / "zoo_results.json"
 
@@ -123,15 +122,6 @@ def ordered(rows: dict[str, dict]) -> list[dict]:
     )
 
 
-def write_readme(readme: Path, markdown: str) -> None:
-    text = readme.read_text()
-    block = f"{START}\n{markdown}\n{END}"
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    if not pattern.search(text):
-        raise SystemExit(f"{readme}: no {START} ... {END} markers to replace")
-    readme.write_text(pattern.sub(lambda _: block, text))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated method names")
@@ -162,7 +152,7 @@ def main() -> None:
     markdown = table(ordered(rows))
     print(markdown)
     if args.readme:
-        write_readme(args.readme, markdown)
+        replace_table(args.readme, "zoo", markdown)
         console.print(f"updated {args.readme}")
 
 

@@ -21,6 +21,8 @@ from reprlab.methods.autoencoder import (
 )
 from reprlab.models.backbones import backbone_stages, build_backbone
 
+from .learning import loss_before_and_after
+
 JOBS = Path(__file__).parents[2] / "jobs"
 
 
@@ -101,18 +103,8 @@ def test_a_few_optimiser_steps_lower_the_loss(denoising: float) -> None:
     model = small_autoencoder(denoising=denoising)
     images = torch.rand(8, 1, 16, 16)
     images[:, :, :8] = 0.0
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-
-    def loss_at(seed: int) -> torch.Tensor:
-        torch.manual_seed(seed)
-        return model.training_step({"view1": images})["loss"]
-
-    before = loss_at(123).item()
-    for step in range(30):
-        optimizer.zero_grad()
-        loss_at(step).backward()
-        optimizer.step()
-    assert loss_at(123).item() < 0.8 * before
+    before, after = loss_before_and_after(model, images, lr=3e-3)
+    assert after < 0.8 * before
 
 
 def test_denoising_is_a_probability() -> None:
