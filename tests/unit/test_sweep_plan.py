@@ -84,6 +84,12 @@ def test_a_sweep_that_cannot_run_fails_in_one_line(changes: dict, expected: str)
     assert expected in str(error.value) and "\n" not in str(error.value)
 
 
+def test_a_method_fitted_in_closed_form_is_not_swept() -> None:
+    pca = str(ROOT / "jobs" / "classical" / "pca_mnist5k.yaml")
+    with pytest.raises(ConfigError, match="method: 'pca' is fitted in closed form"):
+        plan_sweep(SweepSettings(job_file=pca, space_file=TEMPERATURE))
+
+
 def test_pbt_runs_on_one_worker_in_one_process() -> None:
     plan = plan_sweep(settings(scheduler="pbt", overrides=("scaling.num_workers=1",)))
     assert plan.single_process

@@ -169,6 +169,11 @@ def plan_sweep(settings: SweepSettings, name: str | None = None) -> SweepPlan:
     """Load and check job and space together, resolve scheduler, metric and mode, count the
     trials; every problem is a one-line ConfigError, raised before Ray starts."""
     job = load_job(settings.job_file, list(settings.overrides))
+    if method_class(job.method).fits_in_closed_form:
+        raise ConfigError(
+            f"{settings.job_file}: method: {job.method!r} is fitted in closed form, with no "
+            "epochs for a scheduler to compare; sweep a trained method"
+        )
     space = load_space(settings.space_file, job)
     scheduler = settings.scheduler or space.scheduler or "asha"
     if scheduler not in SCHEDULERS:
