@@ -71,6 +71,17 @@ def average_gradients(parameters: list[torch.nn.Parameter]) -> None:
         offset += grad.numel()
 
 
+@torch.no_grad()
+def summed_over_workers(x: torch.Tensor) -> torch.Tensor:
+    """`x` summed element-wise over the workers, the same on every worker (`x` itself on one):
+    a batch-wide statistic such as DINO's centre or SwAV's Sinkhorn sums."""
+    if world_info()[1] == 1:
+        return x
+    total = x.clone()
+    dist.all_reduce(total)
+    return total
+
+
 def sum_across_workers(values: list[float], device: torch.device) -> list[float]:
     """Element-wise sum of `values` over the workers (float64; unchanged on one worker)."""
     tensor = torch.tensor(values, dtype=torch.float64, device=device)

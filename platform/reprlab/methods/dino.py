@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from reprlab.distributed import gather_no_grad
+from reprlab.distributed import summed_over_workers
 from reprlab.methods.base import Method, MethodArgs
 from reprlab.methods.collapse import CollapseMonitor
 from reprlab.methods.momentum import cosine_momentum, ema_update, momentum_copy
@@ -65,7 +65,7 @@ def global_mean(rows: torch.Tensor) -> torch.Tensor:
     """Mean of the rows [N, D] of every worker's `rows` (counts may differ): a batch-wide
     statistic that is the same on every worker and for any number of workers."""
     totals = torch.cat([rows.sum(0), rows.new_tensor([len(rows)])])
-    totals = gather_no_grad(totals.unsqueeze(0)).sum(0)
+    totals = summed_over_workers(totals)
     return totals[:-1] / totals[-1]
 
 

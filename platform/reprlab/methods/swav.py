@@ -11,15 +11,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from reprlab.distributed import gather_no_grad, world_info
+from reprlab.distributed import summed_over_workers, world_info
 from reprlab.methods.base import ProjectionArgs, TwoViewMethod
 from reprlab.methods.collapse import CollapseMonitor
 from reprlab.methods.moco_v2 import KeyQueue
-
-
-def _global_sum(x: torch.Tensor) -> torch.Tensor:
-    """`x` summed over the workers (the same on every worker; `x` itself on one)."""
-    return gather_no_grad(x.unsqueeze(0)).sum(0)
 
 
 @torch.no_grad()
@@ -38,11 +33,11 @@ def sinkhorn(
     shared = scores.new_zeros(0, scores.shape[1]) if shared is None else shared
     local, queued = torch.exp(scores.T / epsilon), torch.exp(shared.T / epsilon)
     prototypes = local.shape[0]
-    columns = _global_sum(local.new_tensor(float(local.shape[1]))) + queued.shape[1]
-    total = _global_sum(local.sum()) + queued.sum()
+    columns = summed_over_workers(local.new_tensor(float(local.shape[1]))) + queued.shape[1]
+    total = summed_over_workers(local.sum()) + queued.sum()
     local, queued = local / total, queued / total
     for _ in range(iterations):
-        rows = _global_sum(local.sum(1, keepdim=True)) + queued.sum(1, keepdim=True)
+        rows = summed_over_workers(local.sum(1, keepdim=True)) + queued.sum(1, keepdim=True)
         local, queued = local / (rows * prototypes), queued / (rows * prototypes)
         local = local / (local.sum(0, keepdim=True) * columns)
         queued = queued / (queued.sum(0, keepdim=True) * columns)
@@ -83,7 +78,7 @@ def prototypes_in_use(scores: torch.Tensor) -> int:
     """How many prototypes are the best match of at least one row of the global batch's
     `scores` [B, K] (this worker's rows; the count is over every worker's)."""
     used = scores.new_zeros(scores.shape[1]).index_fill_(0, scores.argmax(1), 1)
-    return int((_global_sum(used) > 0).sum())
+    return int((summed_over_workers(used) > 0).sum())
 
 
 @torch.no_grad()
