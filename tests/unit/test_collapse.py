@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reprlab.methods.collapse import CollapseMonitor, RepresentationCollapse
+from reprlab.methods.collapse import CollapseMonitor, RepresentationCollapse, collapse_among
 from reprlab.methods.dino import teacher_entropies
 
 
@@ -28,7 +28,7 @@ def _monitor(grace_steps: int = 0) -> CollapseMonitor:
 def test_constant_embedding_trips_after_patience_steps() -> None:
     monitor = _monitor()
     constant = torch.randn(1, 16).expand(32, 16)
-    assert _information(constant) == pytest.approx(0, abs=1e-9)
+    assert _information(constant) == pytest.approx(0, abs=1e-6)  # float32 entropies
     for _ in range(3):
         monitor.update(_information(constant))
     with pytest.raises(RepresentationCollapse, match="^dino collapsed: teacher information"):
@@ -80,3 +80,24 @@ def test_message_is_one_line_with_method_signal_value_and_threshold() -> None:
 def test_invalid_patience_is_refused() -> None:
     with pytest.raises(ValueError, match="patience"):
         CollapseMonitor("dino", "x", 0.1, patience=0)
+
+
+class _WorkersFailed(RuntimeError):
+    """Shaped like Ray Train's WorkerGroupError: each rank's exception in `worker_failures`."""
+
+    def __init__(self, failures: object) -> None:
+        super().__init__("Training failed due to worker errors")
+        self.worker_failures = failures
+        self.cause = "not an exception"
+
+
+def test_the_collapse_is_found_behind_rays_wrapping_and_other_failures_pass() -> None:
+    collapse = RepresentationCollapse("swav collapsed: 1 prototype in use")
+    for failures in ({0: ValueError("other"), 1: collapse}, [ValueError("other"), collapse]):
+        try:
+            raise RuntimeError("TrainingFailedError") from _WorkersFailed(failures)
+        except RuntimeError as error:
+            found = collapse_among(error)
+        assert found is not None and str(found) == str(collapse)
+    assert collapse_among(_WorkersFailed({0: ValueError("out of memory")})) is None
+    assert collapse_among(_WorkersFailed(None)) is None

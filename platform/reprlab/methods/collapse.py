@@ -63,15 +63,19 @@ def collapse_among(error: BaseException) -> RepresentationCollapse | None:
     """The RepresentationCollapse behind `error` (a training failure: Ray wraps a worker's
     exception in its own, and keeps each worker's in `worker_failures`), as a fresh exception
     with the one-line message; None when the failure was something else."""
-    pending: list[BaseException | None] = [error]
+    pending: list[object] = [error]
     seen: set[int] = set()
     while pending:
         current = pending.pop()
-        if current is None or id(current) in seen:
+        if not isinstance(current, BaseException) or id(current) in seen:
             continue
         seen.add(id(current))
         if type(current) is RepresentationCollapse:
             return RepresentationCollapse(*current.args)
         pending += [current.__cause__, current.__context__, getattr(current, "cause", None)]
-        pending += list(getattr(current, "worker_failures", {}).values())
+        failures = getattr(current, "worker_failures", None)
+        if isinstance(failures, dict):
+            pending += list(failures.values())
+        elif isinstance(failures, list | tuple):
+            pending += list(failures)
     return None
