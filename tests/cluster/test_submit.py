@@ -31,7 +31,13 @@ SHORT_JOB = [
     "scaling.placement=spread",
     "storage.path=s3://reprlab/runs",
 ]
-NO_EVALUATION = ["eval.linear_probe=false", "eval.knn=false", "tracking.log_model=false"]
+NO_EVALUATION = [
+    "eval.linear_probe=false",
+    "eval.knn=false",
+    "eval.retrieval=false",
+    "eval.clustering=false",
+    "tracking.log_model=false",
+]
 """For the unrecoverable run: the final evaluation is covered by the test that recovers."""
 
 

@@ -96,29 +96,32 @@ class MPerClassSource(BatchSource):
         images, labels = self.split
         cpus = self.job.data.data_cpus / world
         ids = [{"epoch": epoch, "index": index} for index in range(steps)]
-        return (
-            ray.data.from_items(ids)
-            .map_batches(
-                local_views,
-                batch_size=max(1, 1024 // self.spec.size),
-                batch_format="numpy",
-                num_cpus=min(1.0, cpus),
-                fn_kwargs={
-                    "images": images,
-                    "labels": labels,
-                    "sampler": self.sampler(self.job.seed),
-                    "policy": self.policy,
-                    "groups": worker_groups(self.spec, rank, world),
-                },
+        context = ray.data.DataContext.get_current()
+        saved, context.execution_options = context.execution_options, ingest_options(cpus)
+        try:  # blocks are kept in global-batch order; the process's own options come back after
+            return (
+                ray.data.from_items(ids)
+                .map_batches(
+                    local_views,
+                    batch_size=max(1, 1024 // self.spec.size),
+                    batch_format="numpy",
+                    num_cpus=min(1.0, cpus),
+                    fn_kwargs={
+                        "images": images,
+                        "labels": labels,
+                        "sampler": self.sampler(self.job.seed),
+                        "policy": self.policy,
+                        "groups": worker_groups(self.spec, rank, world),
+                    },
+                )
+                .materialize()
             )
-            .materialize()
-        )
+        finally:
+            context.execution_options = saved
 
     def epoch_batches(self, epoch: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
         """This worker's part of the `steps_per_epoch` global batches of `epoch`."""
         rank, world = world_info()
-        context = ray.data.DataContext.get_current()
-        context.execution_options = ingest_options(self.job.data.data_cpus / world)
         batches = self.epoch_views(epoch, world, rank).iter_torch_batches(
             batch_size=self.job.data.batch_size // world, device=device
         )
