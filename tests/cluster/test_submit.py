@@ -215,7 +215,7 @@ def test_a_run_ray_cannot_recover_ends_failed_with_why_and_keeps_its_checkpoint(
     job = [
         *SHORT_JOB,
         *NO_EVALUATION,
-        "optim.epochs=3",
+        "optim.epochs=8",  # still training when its node is lost, however slow the epochs
         "scaling.max_failures=0",
         "tracking.experiment=cluster-unrecoverable",
     ]
