@@ -86,8 +86,10 @@ def table(results: dict[str, dict[str, dict[str, float]]]) -> str:
     for name, by_seed in results.items():
         cells = []
         for key in KEYS:
-            mean, half = interval([scores[key] for scores in by_seed.values()])
-            cells.append(f"{100 * mean:.1f} ± {100 * half:.1f} %")
+            values = [scores[key] for scores in by_seed.values()]
+            mean, half = interval(values)
+            spread = f" ± {100 * half:.1f}" if len(values) > 1 else ""  # no interval from one
+            cells.append(f"{100 * mean:.1f}{spread} %")
         lines.append(f"| {name} | {len(by_seed)} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
