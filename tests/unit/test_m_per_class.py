@@ -8,8 +8,10 @@ import re
 import numpy as np
 import pytest
 
-from reprlab.config import JobConfig
+from reprlab.config import ConfigError, JobConfig
+from reprlab.data.catalog import ingest
 from reprlab.data.m_per_class import MPerClassSampler, MPerClassSpec, worker_groups
+from reprlab.train.prepare import prepare
 from reprlab.train.sources.m_per_class import local_views
 
 
@@ -108,3 +110,13 @@ def test_m_per_class_settings_are_checked_in_one_line(data, method, expected) ->
     workers = 8 if data.get("m_per_class") == 64 else 2
     with pytest.raises(ValueError, match=re.escape(expected)):
         JobConfig(method=method, data=data, scaling={"num_workers": workers})
+
+
+def test_more_classes_per_batch_than_the_split_has_fails_before_ray() -> None:
+    ingest("digits")
+    job = JobConfig(
+        method="triplet",
+        data={"dataset": "digits", "image_size": 8, "batch_size": 48, "m_per_class": 4},
+    )
+    with pytest.raises(ConfigError, match="data.m_per_class: digits's train split has 10 classes"):
+        prepare(job)

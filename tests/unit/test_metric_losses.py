@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from reprlab.config import JobConfig
 from reprlab.methods.arcface import ArcFace, arcface_logits, arcface_loss, class_cosines
 from reprlab.methods.contrastive import Contrastive, contrastive_loss
 from reprlab.methods.metric_base import LossOutput, MetricLearningMethod, global_batch_loss
@@ -392,10 +393,10 @@ def test_training_step(method_class: type[MetricLearningMethod], metric: str | N
     assert torch.equal(method.embed(images), method.backbone(images))
 
 
-@pytest.mark.parametrize("method_class", [ArcFace, ProxyAnchor])
-def test_class_vector_methods_require_num_classes(method_class: type) -> None:
-    with pytest.raises(ValueError, match="num_classes"):
-        method_class(_TinyBackbone(), method_class.Args())
+@pytest.mark.parametrize("method", ["arcface", "proxy_anchor"])
+def test_class_vector_methods_require_num_classes_before_ray(method: str) -> None:
+    with pytest.raises(ValueError, match="method_args.num_classes: Field required"):
+        JobConfig(method=method, data={"m_per_class": 32})
 
 
 def test_proxy_anchor_scales_proxy_learning_rate() -> None:

@@ -16,7 +16,7 @@ from reprlab.runs import RunRecord, find_trained
 from reprlab.train.build import make_method, make_training_module
 from reprlab.train.checkpoint import TrainState, save_checkpoint
 from reprlab.train.optim import make_optimizer
-from reprlab.train.prepare import prepare
+from reprlab.train.prepare import check_job_fits_dataset, prepare
 from reprlab.train.run import evaluate, log_preview, open_record
 from reprlab.train.sources import batch_source
 
@@ -146,3 +146,15 @@ def test_an_episodic_job_logs_its_episode_even_without_augmentation_grids(tmp_pa
     ingest("digits")
     views = prepare(digits_job(tracking={"augment_grid_pairs": 0}))
     assert batch_source(views.job, views.dataset).preview_figure(0, 0) is None
+
+
+def test_retrieval_of_a_split_without_two_images_of_a_class_fails_before_ray(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ingest("digits")
+    dataset = prepare(digits_job()).dataset
+    singletons = {"0": 1, "1": 1}
+    monkeypatch.setitem(dataset.manifest["splits"]["test"], "per_class", singletons)
+    with pytest.raises(ConfigError, match="eval.retrieval: no class of digits's test split"):
+        check_job_fits_dataset(digits_job(), dataset)
+    check_job_fits_dataset(digits_job(eval={"retrieval": False}), dataset)

@@ -63,9 +63,7 @@ class ArcFace(MetricLearningMethod):
     def __init__(self, backbone: nn.Module, args: ArcFaceArgs) -> None:
         super().__init__(backbone, args)
         # N(0, 0.01) as the authors' insightface code initialises the class centres.
-        self.class_centres = nn.Parameter(
-            torch.randn(args.required_classes(), args.embedding_dim) * 0.01
-        )
+        self.class_centres = nn.Parameter(torch.randn(args.num_classes, args.embedding_dim) * 0.01)
 
     def loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         args = self.args

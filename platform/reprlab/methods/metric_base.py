@@ -22,18 +22,9 @@ class MetricArgs(MethodArgs):
 class ClassVectorArgs(MetricArgs):
     """Args of a loss with one learnable vector per training class (ArcFace, Proxy Anchor)."""
 
-    num_classes: int | None = Field(
-        None, gt=0, description="training classes: the train split's class count (required)"
+    num_classes: int = Field(
+        gt=0, description="training classes (required; labels lie in 0..num_classes-1)"
     )
-
-    def required_classes(self) -> int:
-        """`num_classes`, which the class vectors need; a ValueError when it was left unset."""
-        if self.num_classes is None:
-            raise ValueError(
-                "method_args.num_classes: required (the train split's number of classes; "
-                "labels must lie in 0..num_classes-1)"
-            )
-        return self.num_classes
 
 
 class LossOutput(NamedTuple):

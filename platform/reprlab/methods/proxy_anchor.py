@@ -53,7 +53,7 @@ class ProxyAnchor(MetricLearningMethod):
 
     def __init__(self, backbone: nn.Module, args: ProxyAnchorArgs) -> None:
         super().__init__(backbone, args)
-        self.proxies = nn.Parameter(torch.empty(args.required_classes(), args.embedding_dim))
+        self.proxies = nn.Parameter(torch.empty(args.num_classes, args.embedding_dim))
         nn.init.kaiming_normal_(self.proxies, mode="fan_out")
 
     def loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> LossOutput:

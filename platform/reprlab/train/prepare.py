@@ -87,8 +87,23 @@ def check_job_fits_dataset(job: JobConfig, dataset: DatasetHandle) -> None:
                     "classifier of train classes cannot score held-out ones; must be off "
                     "(use eval.fewshot)"
                 )
-    wanted = job.data.labels_per_class
     per_class = dataset.manifest["splits"][job.data.train_split].get("per_class", {})
+    if job.data.m_per_class is not None and per_class:
+        wanted = job.data.batch_size // job.data.m_per_class
+        if wanted > len(per_class):
+            raise ConfigError(
+                f"data.m_per_class: {name}'s {job.data.train_split} split has "
+                f"{len(per_class)} classes, fewer than the data.batch_size / data.m_per_class = "
+                f"{wanted} classes a batch holds; raise it or lower data.batch_size"
+            )
+    scored = job.eval.retrieval_split or job.data.eval_split
+    counts = dataset.manifest["splits"][scored].get("per_class", {})
+    if job.eval.retrieval and counts and max(counts.values()) < 2:
+        raise ConfigError(
+            f"eval.retrieval: no class of {name}'s {scored} split has two images, so no image "
+            "has a match to retrieve; must be false (or set eval.retrieval_split)"
+        )
+    wanted = job.data.labels_per_class
     if wanted is not None and per_class and min(per_class.values()) < wanted:
         smallest, count = min(per_class.items(), key=lambda item: item[1])
         raise ConfigError(
