@@ -18,17 +18,15 @@ import json
 import statistics
 from pathlib import Path
 
-import torch
 from readme_tables import replace_table
+from references import untrained_encoders
 from rich.console import Console
 from scipy import stats
 
 from reprlab.config import JobConfig, load_job
 from reprlab.data.catalog import ingest
 from reprlab.eval.features import embedding_metrics, extract_features
-from reprlab.methods import Method, MethodArgs
-from reprlab.models.backbones import build_backbone
-from reprlab.train.build import make_method
+from reprlab.methods import Method
 from reprlab.train.prepare import prepare
 from reprlab.train.run import run_prepared
 
@@ -61,12 +59,7 @@ def frozen_scores(method: Method, job: JobConfig) -> dict[str, float]:
 def reference_scores(seed: int) -> dict[str, dict[str, float]]:
     """Raw pixels and a random-init conv4 of the metric jobs' width, seeded by `seed`."""
     job = load_job(JOBS / "metric/triplet_glyphs.yaml", [f"seed={seed}"])
-    pixels = Method(build_backbone("pixels", 1, image_size=job.data.image_size), MethodArgs())
-    torch.manual_seed(seed)
-    return {
-        "raw pixels": frozen_scores(pixels, job),
-        f"random-init conv4 w{job.model.width}": frozen_scores(make_method(job, 1), job),
-    }
+    return {name: frozen_scores(method, job) for name, method in untrained_encoders(job, 1).items()}
 
 
 def interval(values: list[float]) -> tuple[float, float]:

@@ -19,16 +19,13 @@ import json
 import time
 from pathlib import Path
 
-import torch
 from readme_tables import replace_table
+from references import untrained_encoders
 from rich.console import Console
 
-from reprlab.config import JobConfig, load_job
+from reprlab.config import load_job
 from reprlab.data.catalog import ingest
 from reprlab.eval.features import evaluate_encoder
-from reprlab.methods import Method, MethodArgs
-from reprlab.models.backbones import build_backbone
-from reprlab.train.build import make_method
 from reprlab.train.prepare import PreparedRun, prepare
 from reprlab.train.run import run_prepared
 
@@ -73,23 +70,11 @@ def reference_rows(prepared: PreparedRun) -> dict[str, dict]:
     """Raw pixels and the quickstart's conv4 before any training (seeded like the job), scored
     by the same evaluation as the runs."""
     job, dataset = prepared.job, prepared.dataset
-    pixels_encoder = build_backbone("pixels", dataset.in_chans, image_size=job.data.image_size)
-    pixels = Method(pixels_encoder, MethodArgs())
-    torch.manual_seed(job.seed)
     rows = {}
-    for name, method in (
-        ("raw pixels", pixels),
-        (f"random-init {architecture(job)}", make_method(job, dataset.in_chans)),
-    ):
+    for name, method in untrained_encoders(job, dataset.in_chans).items():
         rows[name] = {"family": "reference", "method": name, "job": None, "minutes": None}
         rows[name] |= scores(evaluate_encoder(method, dataset, job))
     return rows
-
-
-def architecture(job: JobConfig) -> str:
-    """A short name of the encoder."""
-    width = f" w{job.model.width}" if job.model.width else ""
-    return f"{job.model.backbone}{width}"
 
 
 def _cell(row: dict, column: str) -> str:

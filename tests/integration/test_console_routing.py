@@ -3,6 +3,8 @@ worker-line dispatcher; inside a RaySession they go to the log file like every R
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from ray._private import worker as ray_worker
 
@@ -22,3 +24,11 @@ def test_the_raylets_messages_go_to_the_log_file(ray_cluster, tmp_path, capsys) 
     assert f"(raylet) {FLOOD}" in log.read_text()
     shown = capsys.readouterr()
     assert "PYTHON worker processes" not in shown.out + shown.err
+
+
+def test_rays_token_authentication_notice_stays_off_the_console(ray_cluster, tmp_path) -> None:
+    # Ray warns at every local start that token authentication is on: its default, not news
+    notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    with RaySession(tmp_path / "ray.log"):
+        assert not notice.isEnabledFor(logging.WARNING)
+    assert notice.isEnabledFor(logging.WARNING)

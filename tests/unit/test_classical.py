@@ -48,6 +48,14 @@ def test_pca_refuses_more_components_than_the_data_has() -> None:
         method.fit_closed_form(_images(20), seed=0)
 
 
+def test_kmeans_refuses_more_clusters_than_points() -> None:
+    method = KMeans(
+        build_backbone("pixels", 1, image_size=8), KMeansArgs(features="pixels", clusters=30)
+    )
+    with pytest.raises(ValueError, match="method_args.clusters: at most 20 for 20 images"):
+        method.fit_closed_form(_images(20), seed=0)
+
+
 def test_triangle_activation_by_hand() -> None:
     # one point at 0 on a line, centroids at 1, 2 and 6: distances 1, 2, 6, mean 3
     points = torch.tensor([[0.0]])

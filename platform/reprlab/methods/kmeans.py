@@ -60,11 +60,19 @@ class KMeans(Method):
         from sklearn.cluster import MiniBatchKMeans
 
         args = self.args
+        points = (
+            images.flatten(1).double().numpy()
+            if args.features == "pixels"
+            else self._patch_sample(images, seed)
+        )
+        if args.clusters > len(points):
+            raise ValueError(
+                f"method_args.clusters: at most {len(points)} for {len(images)} images "
+                f"({args.features}), got {args.clusters}"
+            )
         if args.features == "pixels":
-            points = images.flatten(1).double().numpy()
             fitted = SklearnKMeans(args.clusters, n_init=3, random_state=seed).fit(points)
         else:
-            points = self._patch_sample(images, seed)
             mean, whiten = zca_whitening(points, args.zca_eps)
             points = (points - mean) @ whiten
             self.backbone.whiten_mean.copy_(torch.from_numpy(mean))

@@ -22,8 +22,12 @@ RAY_PRINT_HANDLER = "ray_print_logs"
 """Name under which ray.init registers its printer of forwarded worker lines."""
 RAY_LOGGERS = ("ray", "ray.data")
 """Ray's loggers that do not propagate: each gets the run's log file."""
-SETTINGS_ECHO = ("ray.data._internal.progress",)
-"""Loggers whose warnings only repeat a setting reprlab made on purpose (progress bars off)."""
+SETTINGS_ECHO = (
+    "ray.data._internal.progress",
+    "ray._private.authentication.authentication_token_setup",
+)
+"""Loggers whose warnings only repeat a setting reprlab made on purpose (progress bars off) or
+Ray's own default (token authentication on for a local cluster)."""
 WORTH_SHOWING = re.compile(r"\b(WARNING|ERROR|CRITICAL|Traceback)\b|(Warning|Error):")
 
 
