@@ -2,7 +2,8 @@
 `jobs/classical/`, and the quickstart SimCLR job) run end to end through the platform, one after
 another on one Ray instance, below raw pixels and a random-init conv4 scored the same way: linear
 probe, kNN, retrieval (Precision@1, MAP@R) and k-means clustering (accuracy, NMI) of the frozen
-features, on the same held-out split.
+features, and k-means accuracy in the loss's projection space where the method has one, on the
+same held-out split.
 
     .venv/bin/python benchmarks/zoo.py [--only simclr,byol] [--readme README.md]
 
@@ -47,6 +48,7 @@ COLUMNS = {
     "map_at_r": "eval/retrieval_map_at_r",
     "cluster_acc": "eval/clustering_acc",
     "nmi": "eval/clustering_nmi",
+    "projection_cluster_acc": "eval/projection_clustering_acc",
 }
 
 
@@ -84,8 +86,8 @@ def _cell(row: dict, column: str) -> str:
 def table(rows: list[dict]) -> str:
     lines = [
         "| family | method | job | linear probe | kNN (k=20) | P@1 | MAP@R | k-means acc | NMI "
-        "| minutes |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| k-means acc, projection | minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         job = f"`jobs/{row['job']}`" if row["job"] else "–"

@@ -370,31 +370,33 @@ def evaluate(
 def _embedding_protocol(
     run: RunRecord, checkpoint: Path, scored: DatasetHandle, split: str, protocol: str, seed: int
 ) -> None:
-    """`reprlab eval --protocol retrieval|clustering`: the frozen features of one split, their
-    metrics logged to the run and printed as a table."""
-    from reprlab.eval.features import embedding_metrics, extract_features
+    """`reprlab eval --protocol retrieval|clustering`: the frozen features of one split (and
+    their projection, `projection_*`), their metrics logged to the run and printed as a table."""
+    from reprlab.eval.features import embedding_metrics, embedding_spaces
     from reprlab.eval.few_shot import match_channels
     from reprlab.tracking.mlflow import log_evaluation
     from reprlab.train.build import load_trained_method
 
     images, labels = scored.read(split)
     try:
-        features = extract_features(
+        spaces = embedding_spaces(
             load_trained_method(run, checkpoint),
             match_channels(images, run.in_chans),
             run.job.data.image_size,
         )
     except ValueError as error:
         _fail(str(error))
-    results = embedding_metrics(
-        features,
-        labels,
-        retrieval=protocol == "retrieval",
-        clustering=protocol == "clustering",
-        seed=seed,
-    )
+    results = {}
+    for prefix, features in spaces.items():
+        found = embedding_metrics(
+            features,
+            labels,
+            retrieval=protocol == "retrieval",
+            clustering=protocol == "clustering",
+            seed=seed,
+        )
+        results |= {f"{prefix}{key.removeprefix(f'{protocol}_')}": v for key, v in found.items()}
     name = scored.name
-    results = {key.removeprefix(f"{protocol}_"): value for key, value in results.items()}
     metrics = {f"{protocol}/{name}/{split}_{key}": value for key, value in results.items()}
     settings = {"dataset": name, "split": split, "seed": seed, "checkpoint": str(checkpoint)}
     log_evaluation(

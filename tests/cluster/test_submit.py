@@ -148,7 +148,7 @@ def test_a_submitted_job_spreads_outlives_its_follower_and_goes_on_with_fewer_af
     follower = subprocess.Popen(
         [sys.executable, "-m", "reprlab.cli", "submit", "jobs/quickstart.yaml", "--follow", *job],
         cwd=REPO,
-        env=server_environ(env),
+        env=server_environ({**env, "PYTHONFAULTHANDLER": "1"}),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -158,7 +158,12 @@ def test_a_submitted_job_spreads_outlives_its_follower_and_goes_on_with_fewer_af
         link = next(line for line in follower.stdout if line.startswith("MLflow: "))
         next(follower.stdout)  # the job's own log is streaming: now the user's Ctrl-C
         follower.send_signal(signal.SIGINT)
-        rest, _ = follower.communicate(timeout=60)
+        try:
+            rest, _ = follower.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            follower.send_signal(signal.SIGABRT)  # the fault handler prints every thread's stack
+            stacks, _ = follower.communicate(timeout=30)
+            pytest.fail(f"no exit 60 s after Ctrl-C; where it waited:\n{stacks[-6000:]}")
     finally:
         follower.kill()
     assert follower.returncode == 130, rest[-2000:]

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from reprlab.eval.features import embedding_spaces
 from reprlab.eval.knn import knn_accuracy
 from reprlab.eval.linear_probe import linear_probe_accuracy
+from reprlab.methods import Method, MethodArgs
+from reprlab.methods.simclr import SimCLR, SimCLRArgs
+from reprlab.models.backbones import build_backbone
 
 
 def brute_force_weighted_knn(train_x, train_y, test_x, k, temperature) -> np.ndarray:
@@ -44,3 +49,20 @@ def test_probes_separate_separable_classes_and_not_noise() -> None:
     assert knn_accuracy(features[:200], labels[:200], features[200:], labels[200:]) == 1.0
     noise = rng.normal(size=(300, 8))
     assert linear_probe_accuracy(noise[:200], labels[:200], noise[200:], labels[200:]) < 0.6
+
+
+def test_embedding_spaces_are_the_features_and_the_losss_projection() -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone("conv4", 1, width=8)
+    images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 1), dtype=np.uint8)
+    contrastive = SimCLR(backbone, SimCLRArgs(proj_hidden_dim=16, proj_dim=4))
+    spaces = embedding_spaces(contrastive, images, 16)
+    assert set(spaces) == {"", "projection_"}
+    contrastive.eval()
+    with torch.no_grad():
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+        expected = contrastive.projector(contrastive.backbone(x))
+    assert spaces["projection_"].shape == (6, 4)
+    assert np.allclose(spaces["projection_"], expected.numpy(), atol=1e-5)
+    assert np.allclose(spaces[""], contrastive.backbone(x).detach().numpy(), atol=1e-5)
+    assert set(embedding_spaces(Method(backbone, MethodArgs()), images, 16)) == {""}

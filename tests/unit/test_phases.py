@@ -113,7 +113,8 @@ def test_evaluate_scores_the_frozen_encoder_with_the_jobs_probes() -> None:
     assert evaluate(nothing, make_method(nothing.job, 1)) == {}
     embedded = prepare(digits_job(eval=off | {"clustering": True, "retrieval_split": "train"}))
     metrics = evaluate(embedded, make_method(embedded.job, 1))
-    assert set(metrics) == {"eval/clustering_acc", "eval/clustering_nmi", "eval/clustering_ari"}
+    scores = {"clustering_acc", "clustering_nmi", "clustering_ari"}  # features and projection
+    assert set(metrics) == {f"eval/{space}{key}" for space in ("", "projection_") for key in scores}
 
 
 def test_a_retrieval_split_the_dataset_lacks_fails_before_ray() -> None:

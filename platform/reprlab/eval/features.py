@@ -44,6 +44,18 @@ def extract_features(method: Method, images: np.ndarray, image_size: int) -> np.
     return _outputs(method.embed, method, images, image_size).numpy()
 
 
+def embedding_spaces(method: Method, images: np.ndarray, image_size: int) -> dict[str, np.ndarray]:
+    """The spaces retrieval and clustering score, by metric-key prefix: `embed`'s features
+    (""), and the loss's own embedding ("projection_") when the method has a projection head:
+    a contrastive projection can cluster by class where the features do not."""
+    spaces = {"": extract_features(method, images, image_size)}
+    head = method.projection_head()
+    if head is not None:
+        projected = _outputs(lambda x: head(method.backbone(x)), method, images, image_size)
+        spaces["projection_"] = projected.numpy()
+    return spaces
+
+
 def classifier_accuracy(
     method: Method, images: np.ndarray, labels: np.ndarray, image_size: int
 ) -> float:
@@ -56,7 +68,8 @@ def evaluate_encoder(method: Method, dataset: DatasetHandle, job: JobConfig) -> 
     """Linear-probe and weighted-kNN accuracy of the frozen encoder, fitted on the train split
     (every label: a measure of the representation), and the accuracy of a method that classifies,
     all scored on the held-out split; retrieval and clustering metrics of the frozen features
-    of `eval.retrieval_split` (default: the held-out split)."""
+    of `eval.retrieval_split` (default: the held-out split), and of its projection
+    (`eval/projection_*`) when the method has one."""
     test_images, test_labels = dataset.read(job.data.eval_split)
     metrics: dict[str, float] = {}
     if method.classifies:
@@ -78,14 +91,15 @@ def evaluate_encoder(method: Method, dataset: DatasetHandle, job: JobConfig) -> 
             )
     if job.eval.retrieval or job.eval.clustering:
         images, labels = dataset.read(job.eval.retrieval_split or job.data.eval_split)
-        scores = embedding_metrics(
-            extract_features(method, images, size),
-            labels,
-            retrieval=job.eval.retrieval,
-            clustering=job.eval.clustering,
-            seed=job.seed,
-        )
-        metrics |= {f"eval/{key}": value for key, value in scores.items()}
+        for prefix, features in embedding_spaces(method, images, size).items():
+            scores = embedding_metrics(
+                features,
+                labels,
+                retrieval=job.eval.retrieval,
+                clustering=job.eval.clustering,
+                seed=job.seed,
+            )
+            metrics |= {f"eval/{prefix}{key}": value for key, value in scores.items()}
     return metrics
 
 

@@ -82,6 +82,12 @@ class Method(nn.Module):
         """Frozen representation of float [B,C,H,W] images in [0, 1]."""
         return self.backbone(images)
 
+    def projection_head(self) -> nn.Module | None:
+        """The head whose output, on the backbone's features, is the embedding the loss
+        compares (a two-view projector, a metric loss's embedding layer); None when the loss
+        reads no such space. Retrieval and clustering are scored there too."""
+        return None
+
     @torch.no_grad()
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits [B, classes] of float [B,C,H,W] images in [0, 1] (methods that
@@ -112,6 +118,9 @@ class TwoViewMethod(Method):
             args.proj_layers,
             last_bn=args.proj_last_bn,
         )
+
+    def projection_head(self) -> nn.Module:
+        return self.projector
 
     def project_views(
         self, batch: dict[str, torch.Tensor]

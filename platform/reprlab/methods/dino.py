@@ -172,6 +172,9 @@ class DINO(Method):
                 "teacher_temp, else lower center_momentum",
             )
 
+    def projection_head(self) -> nn.Module:
+        return self.head
+
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         global_views = [batch["view1"], batch["view2"]]
         local_views = list(batch["local_views"]) if "local_views" in batch else []

@@ -100,6 +100,9 @@ class MetricLearningMethod(Method):
         super().__init__(backbone, args)
         self.embedding_head = nn.Linear(backbone.num_features, args.embedding_dim)
 
+    def projection_head(self) -> nn.Module:
+        return self.embedding_head
+
     def loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         """The objective on the global batch's embeddings [N, D] and labels [N]."""
         raise NotImplementedError
