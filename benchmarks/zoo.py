@@ -5,10 +5,10 @@ probe, kNN, retrieval (Precision@1, MAP@R) and k-means clustering (accuracy, NMI
 features, and k-means accuracy in the loss's projection space where the method has one, on the
 same held-out split.
 
-    .venv/bin/python benchmarks/zoo.py [--only simclr,byol] [--readme README.md]
+    .venv/bin/python benchmarks/zoo.py [--only simclr,byol,dino_mnist5k] [--readme README.md]
 
-Each job's row is stored in benchmarks/zoo_results.json (--only re-measures some rows and keeps
-the others; rows measured before retrieval and clustering existed show "–" there). Prints the
+Each job's row is stored in benchmarks/zoo_results.json (--only re-measures some rows, by method
+or job name, and keeps the others; rows measured before a column existed show "–" there). Prints the
 Markdown table; with --readme it replaces the table between the zoo markers in that file, so
 the README's numbers come from this command (`make zoo`), never typed by hand.
 """
@@ -111,7 +111,7 @@ def ordered(rows: dict[str, dict]) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help="comma-separated method names")
+    parser.add_argument("--only", default="", help="comma-separated method or job names")
     parser.add_argument("--readme", type=Path, help="README to update between the zoo markers")
     args = parser.parse_args()
     console = Console()
@@ -119,7 +119,7 @@ def main() -> None:
     wanted = set(filter(None, args.only.split(",")))
     job_paths = {load_job(path).name: path for path in zoo_jobs()}
     jobs = [load_job(path) for path in job_paths.values()]
-    jobs = [job for job in jobs if not wanted or job.method in wanted]
+    jobs = [job for job in jobs if not wanted or {job.method, job.name} & wanted]
     rows = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     rows |= reference_rows(prepare(load_job(JOBS / "quickstart.yaml")))
     for index, job in enumerate(jobs, 1):
