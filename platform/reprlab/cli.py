@@ -395,7 +395,9 @@ def _embedding_protocol(
             clustering=protocol == "clustering",
             seed=seed,
         )
-        results |= {f"{prefix}{key.removeprefix(f'{protocol}_')}": v for key, v in found.items()}
+        results |= {
+            f"{prefix}{key.removeprefix(f'{protocol}_')}": value for key, value in found.items()
+        }
     name = scored.name
     metrics = {f"{protocol}/{name}/{split}_{key}": value for key, value in results.items()}
     settings = {"dataset": name, "split": split, "seed": seed, "checkpoint": str(checkpoint)}
