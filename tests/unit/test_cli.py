@@ -139,9 +139,11 @@ def test_ui_opens_the_runs_view_on_localhost_and_ctrl_c_stops_the_server(monkeyp
         opened.append(url)
         servers.extend(psutil.Process().children(recursive=True))
         for process in servers:
-            for connection in process.net_connections(kind="inet"):
-                if connection.status == psutil.CONN_LISTEN:
-                    listening.add(connection.laddr)
+            try:
+                connections = process.net_connections(kind="inet")
+            except psutil.NoSuchProcess:  # a short-lived helper the server spawned
+                continue
+            listening.update(c.laddr for c in connections if c.status == psutil.CONN_LISTEN)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(webbrowser, "open", user_opens_then_presses_ctrl_c)
