@@ -90,8 +90,13 @@ def test_default_policy_is_simclr_and_shipped_jobs_keep_their_fields() -> None:
     assert validate_job({"data": {"augment": {"hflip_p": 0.1}}}).data.augment.hflip_p == 0.1
 
 
-def test_byol_job_builds_the_asymmetric_policy() -> None:
-    job = load_job(QUICKSTART, ["data.augment.policy=byol", "data.augment.view2_solarize_p=0.3"])
+def test_byol_job_builds_the_asymmetric_policy(tmp_path: Path) -> None:
+    quickstart = yaml.safe_load(QUICKSTART.read_text())
+    for key in ("num_ops", "magnitude"):  # RandAugment's keys, which BYOL's views do not have
+        del quickstart["data"]["augment"][key]
+    plain_views = tmp_path / "quickstart_plain_views.yaml"
+    plain_views.write_text(yaml.safe_dump(quickstart))
+    job = load_job(plain_views, ["data.augment.policy=byol", "data.augment.view2_solarize_p=0.3"])
     policy = build_policy(job.data.augment.model_dump(), job.data.image_size)
     assert isinstance(policy, BYOLPolicy) and policy.size == job.data.image_size
     assert (policy.view1_blur_p, policy.view2_blur_p, policy.view2_solarize_p) == (1.0, 0.1, 0.3)
@@ -112,9 +117,9 @@ def test_strength_sets_the_resolved_jitter() -> None:
 @pytest.mark.parametrize(
     "overrides,expected",
     [
-        (
-            ["data.augment.policy=byol", "data.augment.blur_p=1"],
-            "data.augment.blur_p: unknown key; allowed: brightness, contrast, crop_ratio",
+        (  # the quickstart's RandAugment keys: BYOL's views have none
+            ["data.augment.policy=byol"],
+            "data.augment.num_ops: unknown key; allowed: brightness, contrast, crop_ratio",
         ),
         (["data.augment.blur_p=1.5"], "data.augment.blur_p: must be <= 1.0, got 1.5"),
         (
@@ -126,7 +131,7 @@ def test_strength_sets_the_resolved_jitter() -> None:
             "data.augment.crop_scale: unknown key; allowed: hflip_p, mix_alpha, mixer, padding",
         ),
         (
-            ["data.augment.policy=mae", "data.augment.crop_scale=[0.5,0.2]"],
+            ["data.augment.policy=randaugment", "data.augment.crop_scale=[0.5,0.2]"],
             "data.augment.crop_scale: must be 0 < low <= high <= 1, got [0.5, 0.2]",
         ),
         (

@@ -87,13 +87,19 @@ def test_resume_of_an_unknown_run_fails_before_ray() -> None:
     assert "--resume: no run named 'no-such-run'" in result.output
 
 
-@pytest.mark.parametrize("policy", ["simclr", "byol", "randaugment"])
-def test_augment_preview_writes_a_png_of_the_jobs_views(tmp_path: Path, policy: str) -> None:
+@pytest.mark.parametrize(
+    "job,policy",
+    [("quickstart", "simclr"), ("byol_mnist5k", "byol"), ("quickstart", "randaugment")],
+)
+def test_augment_preview_writes_a_png_of_the_jobs_views(
+    tmp_path: Path, job: str, policy: str
+) -> None:
     runner.invoke(app, ["ingest", "digits"])
     out = tmp_path / "preview" / "views.png"
+    job_file = str(Path(QUICKSTART).parent / f"{job}.yaml")
     overrides = ["data.dataset=digits", "data.image_size=16", f"data.augment.policy={policy}"]
     result = runner.invoke(
-        app, ["augment-preview", QUICKSTART, *overrides, "--out", str(out), "--pairs", "3"]
+        app, ["augment-preview", job_file, *overrides, "--out", str(out), "--pairs", "3"]
     )
     assert result.exit_code == 0, result.output
     assert str(out) in result.output

@@ -18,6 +18,7 @@ QUICKSTART = load_job(ROOT / "jobs" / "quickstart.yaml")
 
 SHIPPED = [
     ("simclr_temperature", "quickstart"),
+    ("simclr_temperature_grid", "quickstart"),
     ("augment_policy", "quickstart"),
     ("augment_policy_pbt", "quickstart"),
     ("mae_mask_ratio", "mae_mnist5k"),
