@@ -1,12 +1,13 @@
-"""What global batch norm costs a CPU training step: the quickstart's SimCLR module on 2 gloo
-workers (1 thread each, its local half of the batch, both views), one optimiser step timed
-with each kind of batch norm, in one command.
+"""What global batch norm and the conv4's memory layout cost a CPU training step: the
+quickstart's SimCLR module on 2 gloo workers (1 thread each, its local half of the batch, both
+views), one optimiser step timed with each kind of batch norm and layout, in one command.
 
     .venv/bin/python benchmarks/global_bn.py [jobs/quickstart.yaml] [--steps 12]
 
-Rows: per-worker BatchNorm (no statistics cross the workers), reprlab's GlobalBatchNorm, and the
-same global statistics written as elementwise autograd ops (reprlab's implementation before
-this benchmark, kept here as the baseline). Prints the median step of each and its ratio to
+Rows: per-worker BatchNorm (no statistics cross the workers), reprlab's GlobalBatchNorm, the
+same with the conv4's weights in NCHW instead of channels-last (reprlab's layout before), and
+the global statistics written as elementwise autograd ops (reprlab's implementation before
+GlobalBatchNorm, kept as a baseline). Prints the median step of each and its ratio to
 per-worker BatchNorm.
 """
 
@@ -82,13 +83,15 @@ def _worker(rank: int, port: int, job_path: str, steps: int, queue) -> None:
     generator = torch.Generator().manual_seed(rank)
     view1, view2 = policy.view_pair(images[rank * local : (rank + 1) * local], generator)
     batch = float_images({"view1": view1, "view2": view2})
-    for name, kind in [
-        ("per-worker BatchNorm", None),
-        ("GlobalBatchNorm", GlobalBatchNorm),
-        ("elementwise global BN (before)", ElementwiseGlobalBatchNorm),
+    channels_last, nchw = torch.channels_last, torch.contiguous_format
+    for name, kind, layout in [
+        ("per-worker BatchNorm", None, channels_last),
+        ("GlobalBatchNorm", GlobalBatchNorm, channels_last),
+        ("GlobalBatchNorm, NCHW weights (before)", GlobalBatchNorm, nchw),
+        ("elementwise global BN, NCHW (before)", ElementwiseGlobalBatchNorm, nchw),
     ]:
         torch.manual_seed(job.seed)
-        method = make_method(job, dataset.in_chans)
+        method = make_method(job, dataset.in_chans).to(memory_format=layout)
         if kind is not None:
             global_batch_norm(method, use_gpu=False)
             if kind is not GlobalBatchNorm:

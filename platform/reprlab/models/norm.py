@@ -17,6 +17,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from reprlab.distributed import world_info
 
 
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """The memory format of x, so its gradient is made contiguous the same way (a channels-last
+    gradient turned NCHW makes torch's batch-norm backward mix layouts, 1.3x the step)."""
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 class _GlobalBatchNormFunction(torch.autograd.Function):
     """Batch norm with per-channel statistics summed over the workers, forward and backward
     (SyncBatchNorm's algorithm): torch's fused CPU kernels normalise and reduce, and only
@@ -53,9 +61,10 @@ class _GlobalBatchNormFunction(torch.autograd.Function):
         ctx: Any, grad: torch.Tensor, _mean: torch.Tensor, _unbiased: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, None]:
         x, scale, mean, var, total = ctx.saved_tensors
+        grad = grad.contiguous(memory_format=_layout(x))
         # eval-mode backward: grad * scale * invstd, and this worker's sum(grad * x_hat), sum(grad)
         grad_x, grad_scale, grad_shift = torch.ops.aten.native_batch_norm_backward(
-            grad.contiguous(), x, scale, mean, var, None, None, False, ctx.eps, [True, True, True]
+            grad, x, scale, mean, var, None, None, False, ctx.eps, [True, True, True]
         )
         sums = torch.cat([grad_shift, grad_scale])
         dist.all_reduce(sums)
