@@ -24,26 +24,44 @@ def _reference(x: torch.Tensor, weights: torch.Tensor, affine: bool):
     return out.detach(), inputs.grad, _grads(bn), bn.running_mean, bn.running_var
 
 
-def _part(rank: int, world: int, x: torch.Tensor, weights: torch.Tensor, affine: bool, split: int):
+def _part(
+    rank: int,
+    world: int,
+    x: torch.Tensor,
+    weights: torch.Tensor,
+    affine: bool,
+    split: int,
+    layout: torch.memory_format,
+):
     rows = slice(0, split) if rank == 0 else slice(split, None)
     bn = GlobalBatchNorm(x.shape[1], affine=affine).double()
-    inputs = x[rows].clone().requires_grad_()
+    inputs = x[rows].contiguous(memory_format=layout).requires_grad_()
     out = bn(inputs)
     (out * weights[rows]).sum().backward()
     return out.detach(), inputs.grad, _grads(bn), bn.running_mean, bn.running_var
 
 
+NCHW, NHWC = torch.contiguous_format, torch.channels_last
+
+
 @pytest.mark.parametrize(
-    ("shape", "affine", "split"),
-    [((8, 3, 4, 4), True, 4), ((8, 5), False, 4), ((8, 3, 4, 4), True, 3)],
-    ids=["conv-halves", "flat-no-affine", "unequal-batches"],
+    ("shape", "affine", "split", "layout"),
+    [
+        ((8, 3, 4, 4), True, 4, NCHW),
+        ((8, 5), False, 4, NCHW),
+        ((8, 3, 4, 4), True, 3, NCHW),
+        ((8, 3, 4, 4), True, 4, NHWC),
+    ],
+    ids=["conv-halves", "flat-no-affine", "unequal-batches", "channels-last"],
 )
-def test_two_workers_match_full_batch_statistics_and_gradients(shape, affine, split) -> None:
+def test_two_workers_match_full_batch_statistics_and_gradients(
+    shape, affine, split, layout
+) -> None:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(*shape, generator=generator, dtype=torch.float64) * 2 + 1
     weights = torch.randn(*shape, generator=generator, dtype=torch.float64)
     out, grad, affine_grads, running_mean, running_var = _reference(x, weights, affine)
-    parts = run_in_gloo_workers(_part, 2, x, weights, affine, split)
+    parts = run_in_gloo_workers(_part, 2, x, weights, affine, split, layout)
     assert torch.allclose(torch.cat([p[0] for p in parts]), out)
     assert torch.allclose(torch.cat([p[1] for p in parts]), grad)
     if affine:  # each worker's affine gradients are its share; DDP's all-reduce sums them
