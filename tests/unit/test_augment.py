@@ -22,7 +22,7 @@ from reprlab.augment import (
     ops,
     spatial,
 )
-from reprlab.data.pipeline import BLOCKS_PER_MAP_BATCH, augment_views, block_groups
+from reprlab.data.pipeline import augment_views
 from reprlab.tracking.figures import view_pairs_figure
 
 
@@ -254,15 +254,6 @@ def test_augment_views_skips_corrupt_rows() -> None:
     assert out["view1"].shape == out["view2"].shape == (3, 1, 8, 8)
     assert sorted(out["label"].tolist()) == [0, 2, 4]
     assert "label_mix" not in out and "mix_weight" not in out
-
-
-def test_each_epoch_groups_every_cached_block_once_and_regroups_them_the_next() -> None:
-    groups = block_groups(10, seed=0, epoch=3)
-    assert sorted(index for group in groups for index in group) == list(range(10))
-    assert [len(group) for group in groups] == [BLOCKS_PER_MAP_BATCH] * 2 + [2]
-    assert block_groups(10, seed=0, epoch=3) == groups
-    assert block_groups(10, seed=0, epoch=4) != groups
-    assert block_groups(10, seed=1, epoch=3) != groups
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))

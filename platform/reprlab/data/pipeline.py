@@ -12,11 +12,9 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow as pa
 import ray
 import torch
 from ray.data import ExecutionOptions, ExecutionResources, FileShuffleConfig
-from ray.data.block import BlockAccessor
 
 from reprlab.augment import ViewPolicy
 from reprlab.augment.mix import mix_batch
@@ -25,7 +23,7 @@ from reprlab.data.label_subsets import row_keys
 from reprlab.data.shards import decode_images
 
 BLOCKS_PER_MAP_BATCH = 4
-"""Cached rows are cut into blocks of a quarter augmentation batch, so grouping the blocks anew
+"""Cached rows are cut into blocks of a quarter augmentation batch, so reordering the blocks
 each epoch regroups the rows of every augmentation batch."""
 
 
@@ -141,9 +139,9 @@ def view_dataset(
 
     With `cache`, the shard rows are read once into the object store, in blocks of about a
     quarter of `map_batch_size` rows, and each epoch only re-runs the augmentation over the
-    blocks, grouped anew (`cached_passes`), so an augmentation batch (and every training batch
-    cut from it) mixes different rows each epoch: re-reading Parquet costs a second or more of
-    task start-up per epoch, 8x the augmentation itself on mnist5k (benchmarks/data_pipeline.py).
+    blocks in a new order, so an augmentation batch (and every training batch cut from it)
+    mixes different rows each epoch: re-reading Parquet costs a second or more of task
+    start-up per epoch, 8x the augmentation itself on mnist5k (benchmarks/data_pipeline.py).
     Without it, rows stream from Parquet every epoch, for splits larger than the object
     store. `second` and `hide_labels` go to `augment_views`; `only` keeps a label subset's
     rows (each repeated as it says) before anything else."""
@@ -158,65 +156,29 @@ def view_dataset(
             fn_kwargs={"shape": dataset.image_shape, "keys": only.keys, "repeat": only.repeat},
         )
         count = len(only.keys) * only.repeat
-    views = {
-        "shape": dataset.image_shape,
-        "policy": policy,
-        "second": second,
-        "hide_labels": hide_labels,
-        "seed": seed,
-        "counter": counter,
-    }
-    if not epochs:  # resumed at the last epoch (a PBT exploit of a finished donor)
-        return rows.limit(0)
     if cache:
         blocks = max(1, math.ceil(count * BLOCKS_PER_MAP_BATCH / map_batch_size))
-        return cached_passes(rows.repartition(blocks).materialize(), epochs, views)
+        rows = rows.repartition(blocks).materialize()
     passes = [
         rows.randomize_block_order(seed=pass_seed(seed, epoch)).map_batches(
             augment_views,
             batch_size=map_batch_size,
             batch_format="numpy",
-            fn_kwargs={**views, "epoch": epoch},
+            fn_kwargs={
+                "shape": dataset.image_shape,
+                "policy": policy,
+                "second": second,
+                "hide_labels": hide_labels,
+                "seed": seed,
+                "epoch": epoch,
+                "counter": counter,
+            },
         )
         for epoch in epochs
     ]
+    if not passes:  # resumed at the last epoch (a PBT exploit of a finished donor)
+        return rows.limit(0)
     return passes[0].union(*passes[1:]) if len(passes) > 1 else passes[0]
-
-
-def block_groups(blocks: int, seed: int, epoch: int) -> list[list[int]]:
-    """Epoch `epoch`'s augmentation batches as lists of cached block indices: the blocks in an
-    order drawn from (seed, epoch), cut into runs of BLOCKS_PER_MAP_BATCH."""
-    order = np.random.default_rng(pass_seed(seed, epoch)).permutation(blocks).tolist()
-    return [order[i : i + BLOCKS_PER_MAP_BATCH] for i in range(0, blocks, BLOCKS_PER_MAP_BATCH)]
-
-
-def augment_blocks(
-    schedule: dict[str, np.ndarray], *, blocks: list[ray.ObjectRef], **views
-) -> dict[str, np.ndarray]:
-    """`augment_views` of the cached blocks one schedule row (`epoch`, `group`) names."""
-    epoch, group = int(schedule["epoch"][0]), int(schedule["group"][0])
-    chosen = block_groups(len(blocks), views["seed"], epoch)[group]
-    tables = ray.get([blocks[index] for index in chosen])
-    rows = BlockAccessor.for_block(pa.concat_tables(tables)).to_batch_format("numpy")
-    return augment_views(rows, epoch=epoch, **views)
-
-
-def cached_passes(
-    cached: ray.data.MaterializedDataset, epochs: range, views: dict
-) -> ray.data.Dataset:
-    """The views of every epoch of `epochs` from rows already in the object store, one Ray Data
-    task per augmentation batch fed by a schedule of (epoch, group) rows.
-
-    One map over a schedule, not a union of one pass per epoch: Ray Data's executor loop walks
-    every operator of a plan, and with a union of 100 epochs its SplitCoordinator took half a
-    core beside the trainers; 2 consumers drain 100 quickstart epochs in 0.38x the union's
-    time (benchmarks/view_stream.py)."""
-    blocks = [ref for bundle in cached.iter_internal_ref_bundles() for ref in bundle.block_refs]
-    groups = math.ceil(len(blocks) / BLOCKS_PER_MAP_BATCH)
-    schedule = [{"epoch": epoch, "group": group} for epoch in epochs for group in range(groups)]
-    return ray.data.from_items(schedule, override_num_blocks=len(schedule)).map_batches(
-        augment_blocks, batch_size=None, fn_kwargs={"blocks": blocks, **views}
-    )
 
 
 def row_dataset(dataset: DatasetHandle, split: str) -> ray.data.Dataset:
