@@ -129,6 +129,11 @@ def wait_for_epoch(client: MlflowClient, experiment: str, epoch: int, timeout: f
     raise AssertionError(f"no run of {experiment!r} reached epoch {epoch} in {timeout:.0f}s")
 
 
+EPOCHS = 7
+"""Epochs of the elastic run. With the channels-last conv4 (25-33 s epochs here) all of 3 ran
+before its node was lost: the loss lands about a minute after epoch 1 is seen."""
+
+
 def test_a_submitted_job_spreads_outlives_its_follower_and_goes_on_with_fewer_after_a_lost_node(
     two_nodes: RayCluster, s3: S3Endpoint, mlflow_server: MlflowServer, tracking: MlflowClient
 ) -> None:
@@ -138,7 +143,7 @@ def test_a_submitted_job_spreads_outlives_its_follower_and_goes_on_with_fewer_af
     dataset = "s3://reprlab/datasets/mnist5k"  # every node's Ray Data tasks read it from S3
     job = [
         *SHORT_JOB,
-        "optim.epochs=3",
+        f"optim.epochs={EPOCHS}",
         f"data.dataset={dataset}",
         "scaling.num_workers=[1,2]",  # elastic: 2 while both nodes live, 1 on the node left
         "scaling.cpus_per_worker=2",
@@ -182,13 +187,13 @@ def test_a_submitted_job_spreads_outlives_its_follower_and_goes_on_with_fewer_af
     assert f"#/experiments/{experiment.experiment_id}" in link
     for key in ("train/loss", "epoch", "online_linear_acc"):
         steps = [m.step for m in tracking.get_metric_history(run.info.run_id, key)]
-        assert sorted(steps) == [1, 2, 3], f"{key}: {sorted(steps)}"
+        assert sorted(steps) == list(range(1, EPOCHS + 1)), f"{key}: {sorted(steps)}"
     nodes = {m.step: m.value for m in tracking.get_metric_history(run.info.run_id, "train/nodes")}
     assert nodes[1] == 2.0, f"the 2 workers were not spread: {nodes}"
-    assert nodes[3] == 1.0, f"epoch 3 did not run on the node left: {nodes}"
+    assert nodes[EPOCHS] == 1.0, f"the last epoch did not run on the node left: {nodes}"
     workers = tracking.get_metric_history(run.info.run_id, "train/workers")
     workers = {m.step: m.value for m in workers}
-    assert (workers[1], workers[3]) == (2.0, 1.0), f"not elastic: {workers}"
+    assert (workers[1], workers[EPOCHS]) == (2.0, 1.0), f"not elastic: {workers}"
     assert run.data.metrics["eval/linear_probe_acc"] > 0.5
     [used] = run.inputs.dataset_inputs
     assert used.dataset.name == "mnist5k" and dataset in used.dataset.source
