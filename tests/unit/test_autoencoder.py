@@ -53,23 +53,6 @@ def test_reconstruction_has_the_input_shape_and_range(in_chans: int, size: int) 
     assert reconstruction.min() >= 0 and reconstruction.max() <= 1
 
 
-def test_conv4_weights_are_channels_last_and_compute_what_nchw_weights_do() -> None:
-    torch.manual_seed(0)
-    backbone = build_backbone("conv4", 3, width=8).double()
-    nchw = build_backbone("conv4", 3, width=8).double().to(memory_format=torch.contiguous_format)
-    nchw.load_state_dict(backbone.state_dict())
-    convolutions = [m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convolutions)
-    assert all(m.weight.is_contiguous() for m in nchw.modules() if isinstance(m, torch.nn.Conv2d))
-    images = torch.rand(4, 3, 28, 28, dtype=torch.float64)
-    features, reference = backbone(images), nchw(images)
-    features.sum().backward()
-    reference.sum().backward()
-    assert torch.allclose(features, reference)
-    for own, other in zip(backbone.parameters(), nchw.parameters(), strict=True):
-        assert torch.allclose(own.grad, other.grad)
-
-
 def test_input_channels_read_the_first_convolution() -> None:
     assert input_channels(build_backbone("conv4", 3)) == 3
     assert input_channels(build_backbone("vit_mini", 1, image_size=28, patch_size=4)) == 1
