@@ -35,6 +35,7 @@ test-cluster: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/data_pipeline.py
+	$(BIN)/python benchmarks/view_stream.py
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/global_bn.py
 	$(BIN)/python benchmarks/worker_imports.py

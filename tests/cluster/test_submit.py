@@ -145,6 +145,7 @@ def test_a_submitted_job_spreads_outlives_its_follower_and_goes_on_with_fewer_af
     job = [
         *SHORT_JOB,
         f"optim.epochs={EPOCHS}",
+        "data.batch_size=256",  # 15 steps an epoch: the node is lost mid-run
         f"data.dataset={dataset}",
         "scaling.num_workers=[1,2]",  # elastic: 2 while both nodes live, 1 on the node left
         "scaling.cpus_per_worker=2",

@@ -140,3 +140,23 @@ def test_a_seed_draws_the_same_views_again(ray_cluster) -> None:
     assert np.array_equal(same["view1"], again["view1"])
     assert np.array_equal(same["label"], again["label"])
     assert not np.array_equal(same["view1"], other["view1"])
+
+
+def test_the_view_stream_passes_over_every_row_once_per_epoch(ray_cluster) -> None:
+    """Three epochs in one stream, in order: each epoch's rows are the split's rows, each
+    once, and every epoch draws new views."""
+    dataset = DatasetHandle.open(str(ingest("digits")))
+    _, labels = dataset.read("train")
+    context = ray.data.DataContext.get_current()
+    saved, context.execution_options = context.execution_options, ingest_options(1.0)
+    try:
+        views = view_dataset(dataset, "train", SimCLRPolicy().at_size(8), epochs=range(3))
+        rows = views.take_all()
+    finally:
+        context.execution_options = saved
+    assert len(rows) == 3 * len(labels)
+    epochs = [rows[i * len(labels) : (i + 1) * len(labels)] for i in range(3)]
+    for epoch in epochs:
+        assert sorted(int(row["label"]) for row in epoch) == sorted(labels.tolist())
+    view_sums = [np.stack([row["view1"] for row in epoch]).sum(axis=0) for epoch in epochs]
+    assert not np.array_equal(view_sums[0], view_sums[1])

@@ -22,7 +22,7 @@ from reprlab.augment import (
     ops,
     spatial,
 )
-from reprlab.data.pipeline import augment_views
+from reprlab.data.pipeline import augment_views, block_groups
 from reprlab.tracking.figures import view_pairs_figure
 
 
@@ -254,6 +254,20 @@ def test_augment_views_skips_corrupt_rows() -> None:
     assert out["view1"].shape == out["view2"].shape == (3, 1, 8, 8)
     assert sorted(out["label"].tolist()) == [0, 2, 4]
     assert "label_mix" not in out and "mix_weight" not in out
+
+
+def test_block_groups_cover_every_block_once_and_regroup_each_epoch() -> None:
+    """The schedule's augmentation batches: each epoch takes every cached block exactly once,
+    BLOCKS_PER_MAP_BATCH at a time, in an order fixed by (seed, epoch)."""
+    epochs = [block_groups(10, seed=0, epoch=epoch) for epoch in range(3)]
+    for groups in epochs:
+        assert [len(group) for group in groups] == [4, 4, 2]
+        assert sorted(np.concatenate(groups).tolist()) == list(range(10))
+    firsts = {frozenset(groups[0].tolist()) for groups in epochs}
+    assert len(firsts) == 3
+    again = block_groups(10, seed=0, epoch=1)
+    assert all(np.array_equal(a, b) for a, b in zip(again, epochs[1], strict=True))
+    assert not np.array_equal(block_groups(10, seed=1, epoch=1)[0], epochs[1][0])
 
 
 @pytest.mark.parametrize("name", sorted(POLICIES))

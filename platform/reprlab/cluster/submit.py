@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,13 +163,29 @@ def submit(client: JobSubmissionClient, submission: Submission) -> str:
 
 def follow(client: JobSubmissionClient, submission_id: str, write: Callable[[str], None]) -> str:
     """Stream the job's log to `write` until it ends; its final status (SUCCEEDED, FAILED,
-    STOPPED). Interrupting the follower (Ctrl-C) leaves the job running on the cluster."""
+    STOPPED). Interrupting the follower (Ctrl-C) leaves the job running on the cluster.
+
+    The log's websocket is read on a daemon thread with its own event loop, and this thread
+    only waits for it: Ctrl-C then ends the follower at once, instead of waiting for an
+    interrupted asyncio run to close its websocket (it once held the follower past 60 s)."""
+    failures: list[BaseException] = []
 
     async def stream() -> None:
         async for chunk in client.tail_job_logs(submission_id):
             write(chunk)
 
-    asyncio.run(stream())
+    def tail() -> None:
+        try:
+            asyncio.run(stream())
+        except Exception as error:  # re-raised on the calling thread
+            failures.append(error)
+
+    reader = threading.Thread(target=tail, name="reprlab-job-log", daemon=True)
+    reader.start()
+    while reader.is_alive():
+        reader.join(timeout=0.5)
+    if failures:
+        raise failures[0]
     return str(client.get_job_status(submission_id).value)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import ray
 import torch
 from ray.data import ExecutionOptions, ExecutionResources, FileShuffleConfig
+from ray.data.block import BlockAccessor
 
 from reprlab.augment import ViewPolicy
 from reprlab.augment.mix import mix_batch
@@ -156,29 +157,76 @@ def view_dataset(
             fn_kwargs={"shape": dataset.image_shape, "keys": only.keys, "repeat": only.repeat},
         )
         count = len(only.keys) * only.repeat
+    if not epochs:  # resumed at the last epoch (a PBT exploit of a finished donor)
+        return rows.limit(0)
+    view_args = {
+        "shape": dataset.image_shape,
+        "policy": policy,
+        "second": second,
+        "hide_labels": hide_labels,
+        "counter": counter,
+    }
     if cache:
         blocks = max(1, math.ceil(count * BLOCKS_PER_MAP_BATCH / map_batch_size))
-        rows = rows.repartition(blocks).materialize()
+        cached = rows.repartition(blocks).materialize()
+        refs = [ref for bundle in cached.iter_internal_ref_bundles() for ref in bundle.block_refs]
+        return scheduled_views(refs, seed, epochs, view_args)
     passes = [
         rows.randomize_block_order(seed=pass_seed(seed, epoch)).map_batches(
             augment_views,
             batch_size=map_batch_size,
             batch_format="numpy",
-            fn_kwargs={
-                "shape": dataset.image_shape,
-                "policy": policy,
-                "second": second,
-                "hide_labels": hide_labels,
-                "seed": seed,
-                "epoch": epoch,
-                "counter": counter,
-            },
+            fn_kwargs={**view_args, "seed": seed, "epoch": epoch},
         )
         for epoch in epochs
     ]
-    if not passes:  # resumed at the last epoch (a PBT exploit of a finished donor)
-        return rows.limit(0)
     return passes[0].union(*passes[1:]) if len(passes) > 1 else passes[0]
+
+
+def block_groups(block_count: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The cached blocks' indices in epoch `epoch`'s order, cut into augmentation batches of
+    `BLOCKS_PER_MAP_BATCH` blocks: every epoch regroups the rows."""
+    order = np.random.default_rng(pass_seed(seed, epoch)).permutation(block_count)
+    return [
+        order[i : i + BLOCKS_PER_MAP_BATCH] for i in range(0, block_count, BLOCKS_PER_MAP_BATCH)
+    ]
+
+
+def augment_block_group(
+    task: dict[str, np.ndarray],
+    *,
+    refs: list[ray.ObjectRef],
+    seed: int,
+    epochs: range,
+    **view_args: object,
+) -> dict[str, np.ndarray]:
+    """Schedule row `task["id"]` (epoch-major over block groups) -> the views of that epoch's
+    group of cached blocks."""
+    groups = math.ceil(len(refs) / BLOCKS_PER_MAP_BATCH)
+    epoch, group = divmod(int(task["id"][0]), groups)
+    epoch = epochs[epoch]
+    blocks = ray.get([refs[i] for i in block_groups(len(refs), seed, epoch)[group]])
+    parts = [BlockAccessor.for_block(block).to_batch_format("numpy") for block in blocks]
+    rows = {name: np.concatenate([part[name] for part in parts]) for name in ("image", "label")}
+    return augment_views(rows, seed=seed, epoch=epoch, **view_args)
+
+
+def scheduled_views(
+    refs: list[ray.ObjectRef], seed: int, epochs: range, view_args: dict[str, object]
+) -> ray.data.Dataset:
+    """The views of every epoch of `epochs` over the cached blocks `refs` as ONE Ray Data map
+    over a schedule of (epoch, block group) rows, one task each.
+
+    It replaces a union of one pass per epoch (two operators each), whose SplitCoordinator held
+    46 % of a core through a 100-epoch quickstart's early epochs; benchmarks/view_stream.py
+    measures the two."""
+    tasks = len(epochs) * math.ceil(len(refs) / BLOCKS_PER_MAP_BATCH)
+    return ray.data.range(tasks, override_num_blocks=tasks).map_batches(
+        augment_block_group,
+        batch_size=1,
+        batch_format="numpy",
+        fn_kwargs={"refs": refs, "seed": seed, "epochs": epochs, **view_args},
+    )
 
 
 def row_dataset(dataset: DatasetHandle, split: str) -> ray.data.Dataset:
