@@ -169,9 +169,12 @@ def follow(client: JobSubmissionClient, submission_id: str, write: Callable[[str
     only waits for it: Ctrl-C then ends the follower at once, instead of waiting for an
     interrupted asyncio run to close its websocket (it once held the follower past 60 s)."""
     failures: list[BaseException] = []
+    interrupted = threading.Event()
 
     async def stream() -> None:
         async for chunk in client.tail_job_logs(submission_id):
+            if interrupted.is_set():  # nothing more on stdout while the follower exits
+                return
             write(chunk)
 
     def tail() -> None:
@@ -182,8 +185,12 @@ def follow(client: JobSubmissionClient, submission_id: str, write: Callable[[str
 
     reader = threading.Thread(target=tail, name="reprlab-job-log", daemon=True)
     reader.start()
-    while reader.is_alive():
-        reader.join(timeout=0.5)
+    try:
+        while reader.is_alive():
+            reader.join(timeout=0.5)
+    except KeyboardInterrupt:
+        interrupted.set()
+        raise
     if failures:
         raise failures[0]
     return str(client.get_job_status(submission_id).value)
