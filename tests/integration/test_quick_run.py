@@ -142,15 +142,19 @@ def test_a_seed_draws_the_same_views_again(ray_cluster) -> None:
     assert not np.array_equal(same["view1"], other["view1"])
 
 
-def test_the_view_stream_passes_over_every_row_once_per_epoch(ray_cluster) -> None:
-    """Three epochs in one stream, in order: each epoch's rows are the split's rows, each
-    once, and every epoch draws new views."""
+@pytest.mark.parametrize("cache", [True, False], ids=["scheduled", "union"])
+def test_the_view_stream_passes_over_every_row_once_per_epoch(ray_cluster, cache: bool) -> None:
+    """Three epochs in one stream, in order, cached (one map over a schedule) or read again
+    each epoch (a union of passes): each epoch's rows are the split's rows, each once, and
+    every epoch draws new views."""
     dataset = DatasetHandle.open(str(ingest("digits")))
     _, labels = dataset.read("train")
     context = ray.data.DataContext.get_current()
     saved, context.execution_options = context.execution_options, ingest_options(1.0)
     try:
-        views = view_dataset(dataset, "train", SimCLRPolicy().at_size(8), epochs=range(3))
+        views = view_dataset(
+            dataset, "train", SimCLRPolicy().at_size(8), epochs=range(3), cache=cache
+        )
         rows = views.take_all()
     finally:
         context.execution_options = saved

@@ -171,6 +171,19 @@ def view_dataset(
         cached = rows.repartition(blocks).materialize()
         refs = [ref for bundle in cached.iter_internal_ref_bundles() for ref in bundle.block_refs]
         return scheduled_views(refs, seed, epochs, view_args)
+    return union_of_passes(rows, seed, epochs, map_batch_size, view_args)
+
+
+def union_of_passes(
+    rows: ray.data.Dataset,
+    seed: int,
+    epochs: range,
+    map_batch_size: int,
+    view_args: dict[str, object],
+) -> ray.data.Dataset:
+    """The views of every epoch of `epochs` as a union of one pass over `rows` per epoch, its
+    blocks in that epoch's order: the stream of rows that are not cached (and, over cached
+    rows, the baseline of benchmarks/view_stream.py)."""
     passes = [
         rows.randomize_block_order(seed=pass_seed(seed, epoch)).map_batches(
             augment_views,
